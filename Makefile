@@ -1,0 +1,130 @@
+# shardlog -- see README.md.  Quick start: `make demo`, `make test`.
+#
+#   make                 libshardlog.a, libshardlog.so (SONAME), shardlog.pc
+#   make test            build and run every tests/test_*.c (cmocka)
+#   make SAN=address,undefined test     the same under ASan + UBSan
+#   make SAN=thread test-threads        the threaded tests under TSan
+#   make demo            build and run examples/agent_telemetry.c
+#   make bench           build and run the benchmarks in bench/
+#   make install / uninstall   honour PREFIX, LIBDIR, INCLUDEDIR and DESTDIR
+#   make check-exports   fail if the shared library exports a non-sl_ symbol
+#
+# `test`, `demo` and `bench` first run scripts/deps, which installs missing
+# Debian packages (as root) or names them, then re-enter make so that the
+# pkg-config flags below are computed after the install.
+
+VERSION := $(shell sed -n 's/^\#define SL_VERSION_STRING "\(.*\)"/\1/p' include/shardlog.h)
+ABI     := $(shell sed -n 's/^\#define SL_ABI_VERSION \([0-9]*\)/\1/p' include/shardlog.h)
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PCDIR      ?= $(LIBDIR)/pkgconfig
+
+DEPS := libzstd libxxhash libcrypto
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+XCFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -D_GNU_SOURCE -Iinclude -pthread -fvisibility=hidden \
+           $(shell pkg-config --cflags $(DEPS) 2>/dev/null)
+LIBS    := $(shell pkg-config --libs $(DEPS) 2>/dev/null) -pthread
+TESTLIBS := $(shell pkg-config --libs cmocka jansson 2>/dev/null)
+
+comma := ,
+ifneq ($(SAN),)
+XCFLAGS += -fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SAN)
+endif
+B := build/$(or $(subst $(comma),-,$(SAN)),default)
+
+SRC     := $(wildcard lib/*.c)
+SONAME  := libshardlog.so.$(ABI)
+SOFILE  := libshardlog.so.$(VERSION)
+TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
+THREAD_TESTS := $(B)/tests/test_threads
+EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
+BENCHES := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+
+.PHONY: all deps test test-run test-threads demo demo-run bench bench-run \
+        examples check-exports install uninstall clean $(B)/shardlog.pc
+
+all: $(B)/libshardlog.a $(B)/$(SOFILE) $(B)/shardlog.pc
+
+$(B)/obj/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+$(B)/pic/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) -fPIC -MMD -MP -c $< -o $@
+
+$(B)/libshardlog.a: $(SRC:lib/%.c=$(B)/obj/%.o)
+	rm -f $@ && $(AR) rcs $@ $^
+$(B)/$(SOFILE): $(SRC:lib/%.c=$(B)/pic/%.o)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LIBS)
+	ln -sf $(SOFILE) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libshardlog.so
+
+# Phony, so that `make` then `make install PREFIX=/usr` never installs a .pc
+# that names the wrong prefix.
+$(B)/shardlog.pc: pkgconfig/shardlog.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|;s|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|;s|@VERSION@|$(VERSION)|' $< > $@
+
+# Tests and examples link the static archive: tests may use lib/ internals
+# (the OS shim) and examples then run without LD_LIBRARY_PATH.
+$(B)/tests/%: tests/%.c tests/testutil.h $(B)/libshardlog.a
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog.a \
+	    $(TESTLIBS) $(LIBS)
+$(B)/examples/%: examples/%.c $(B)/libshardlog.a
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libshardlog.a $(LIBS)
+$(B)/bench/%: bench/%.c $(B)/libshardlog.a
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog.a $(LIBS)
+
+deps:
+	@scripts/deps
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+test-run: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; $$t; done; \
+	  echo "all $(words $(TESTS)) test programs passed"
+test-threads: deps
+	@$(MAKE) --no-print-directory $(THREAD_TESTS)
+	@set -e; for t in $(THREAD_TESTS); do echo "== $$t"; $$t; done
+
+examples: $(EXAMPLES)
+demo: deps
+	@$(MAKE) --no-print-directory demo-run
+demo-run: $(B)/examples/agent_telemetry
+	$(B)/examples/agent_telemetry $(DEMO_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory bench-run
+bench-run: $(BENCHES)
+	@set -e; for b in $(BENCHES); do $$b $(BENCH_ARGS); done
+
+check-exports: $(B)/$(SOFILE)
+	@bad=$$(nm -D --defined-only $< | awk '{print $$3}' | grep -v '^sl_' || true); \
+	if [ -n "$$bad" ]; then echo "non-sl_ exports:"; echo "$$bad"; exit 1; fi; \
+	echo "exports ok: $$(nm -D --defined-only $< | grep -c ' T sl_') sl_ functions"
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PCDIR)
+	install -m 644 include/shardlog.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 $(B)/libshardlog.a $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(B)/shardlog.pc $(DESTDIR)$(PCDIR)/
+	install -m 755 $(B)/$(SOFILE) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshardlog.so
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/shardlog.h $(DESTDIR)$(PCDIR)/shardlog.pc \
+	  $(addprefix $(DESTDIR)$(LIBDIR)/,libshardlog.a libshardlog.so $(SONAME) $(SOFILE))
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(B)/obj/*.d $(B)/pic/*.d)

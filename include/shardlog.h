@@ -1,0 +1,473 @@
+/*
+** shardlog.h -- an embeddable, Kinesis-style data stream over memory-mapped
+** segment files.  This header is the whole public API and its manual.
+**
+** GUARANTEES
+**   - A record whose put returned success is never lost within its stream's
+**     durability mode (below), and a torn or corrupt record is never returned
+**     as data: every record is checksummed (XXH3-64) and verified on read.
+**   - Sequence numbers come from one 64-bit counter per stream.  They are
+**     unique in the stream, strictly increasing within every shard, and never
+**     reused -- not after a crash, a power cut, or deletion of every record.
+**   - Bad input, bad files and full disks produce an error code and a message
+**     (sl_errmsg), never an abort, a SIGBUS or memory corruption.
+**
+** DURABILITY MODES (per stream, stored in its manifest, overridable at open)
+**   SL_DURABILITY_NONE      records live in the page cache.  A crash of the
+**                           process loses nothing; a power cut may lose the
+**                           records written since the kernel last wrote back.
+**   SL_DURABILITY_INTERVAL  as NONE, plus a background thread makes everything
+**                           durable at least every sync_interval_ms (default
+**                           1000 ms): a power cut loses at most that window.
+**                           The default.
+**   SL_DURABILITY_ALWAYS    a put returns after its record is on stable
+**                           storage.  Concurrent puts share one fdatasync per
+**                           shard (group commit).
+**
+** DELIBERATE DIFFERENCES FROM KINESIS
+**   - Sequence numbers are a stream-wide 64-bit counter (formatted as decimal
+**     strings where Kinesis uses strings), not 56-digit opaque numbers.
+**   - No control-plane TPS limits, no account quotas, no CREATING state:
+**     operations complete before they return.
+**   - Iterators are handles, not tokens, and do not expire.
+**   - Partition keys are C strings, so they cannot contain U+0000.  Their
+**     length is counted in UTF-16 code units, as Kinesis' Java front end and
+**     kinesalite count it (256 x U+1F642 is accepted, 129 x ... is not).
+**
+** HAZARDS
+**   - fork(): a child must not use handles inherited from its parent; it
+**     shares the parent's writer lock and mappings.  Open new handles.
+**   - Network filesystems (NFS, SMB) and copy-on-write filesystems (btrfs,
+**     ZFS) are not supported: shardlog relies on shared mappings being
+**     coherent between processes and on fallocate reserving blocks, so that a
+**     full disk is reported at segment creation rather than as SIGBUS later.
+**   - Do not truncate or edit segment files under a running process.  Files
+**     damaged while closed are detected and reported at open or read.
+**
+** THREADS
+**   sl_stream is shareable by any number of threads.  sl_producer and sl_iter
+**   are used by one thread at a time (any thread; not concurrently).  Appends
+**   to different shards run in parallel; readers never block the writer.
+*/
+#ifndef SHARDLOG_H
+#define SHARDLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SL_API __attribute__((visibility("default")))
+#else
+#define SL_API
+#endif
+
+/* ---- Version ------------------------------------------------------------
+** SL_ABI_VERSION is the SONAME major: it changes only when a released
+** signature or struct layout changes incompatibly. */
+#define SL_VERSION_MAJOR 0
+#define SL_VERSION_MINOR 1
+#define SL_VERSION_PATCH 0
+#define SL_VERSION_STRING "0.1.0"
+#define SL_ABI_VERSION 0
+
+/* The version of the library actually linked (may differ from the header). */
+SL_API const char *sl_version(void);
+
+/* ---- Errors -------------------------------------------------------------
+** Every function that can fail returns 0 or a negative SL_E... code.  Codes
+** are ABI: new ones are added at the end, never renumbered or reused.  The
+** third column is the Kinesis exception each code stands for. */
+#define SL_ERROR_LIST(X)                                                       \
+    X(SL_EINVAL, -1, "invalid argument", "InvalidArgumentException")           \
+    X(SL_ENOMEM, -2, "out of memory", "InternalFailure")                       \
+    X(SL_EIO, -3, "I/O error", "InternalFailure")                              \
+    X(SL_ENOSPC, -4, "no space left on device", "InternalFailure")             \
+    X(SL_ECORRUPT, -5, "corrupt data on disk", "InternalFailure")              \
+    X(SL_ENOTFOUND, -6, "not found", "ResourceNotFoundException")              \
+    X(SL_ELOCKED, -7, "stream locked by another writer",                       \
+      "ResourceInUseException")                                                \
+    X(SL_ETHROTTLED, -8, "throughput exceeded",                                \
+      "ProvisionedThroughputExceededException")                                \
+    X(SL_EEXPIRED, -9, "iterator expired", "ExpiredIteratorException")         \
+    X(SL_ELIMIT, -10, "limit exceeded", "LimitExceededException")              \
+    X(SL_EINUSE, -11, "resource in use", "ResourceInUseException")             \
+    X(SL_EVALIDATION, -12, "validation error", "ValidationException")          \
+    X(SL_EKEY, -13, "encryption key unavailable", "KMSAccessDeniedException")  \
+    X(SL_EREADONLY, -14, "stream is open read-only", "AccessDeniedException")
+
+enum sl_error {
+    SL_OK = 0,
+#define SL_X_(name, value, text, kinesis) name = value,
+    SL_ERROR_LIST(SL_X_)
+#undef SL_X_
+};
+
+/* Static text naming a code ("unknown error" for unknown codes). */
+SL_API const char *sl_strerror(int code);
+/* The Kinesis exception name for a code ("" for SL_OK, NULL if unknown). */
+SL_API const char *sl_error_kinesis_name(int code);
+/* Detail of this thread's latest failure on handle h (a stream, producer or
+** iterator), e.g. "partition key is 257 UTF-16 units long; the limit is 256".
+** Pass NULL for failures that left no handle (a failed open or create).
+** Returns "" if this thread's latest failure was on another handle.  The text
+** is valid until this thread's next failing call. */
+SL_API const char *sl_errmsg(const void *h);
+
+/* ---- Limits (Kinesis values unless noted) ------------------------------- */
+#define SL_STREAM_NAME_MAX 128           /* [a-zA-Z0-9_.-]{1,128} */
+#define SL_PARTITION_KEY_MAX 256         /* UTF-16 code units */
+#define SL_HASH_KEY_DIGITS_MAX 39        /* explicit hash key, decimal */
+#define SL_BATCH_RECORDS_MAX 500         /* PutRecords entries */
+#define SL_BATCH_BYTES_MAX (10u << 20)   /* PutRecords data + keys */
+#define SL_RECORD_KIB_DEFAULT 1024       /* data + key, 1 MiB */
+#define SL_RECORD_KIB_MAX 10240          /* raised per stream, up to 10 MiB */
+#define SL_GET_RECORDS_MAX 10000         /* records per read */
+#define SL_GET_BYTES_MAX (10u << 20)     /* bytes per read */
+#define SL_RETENTION_HOURS_MIN 24
+#define SL_RETENTION_HOURS_MAX 8760
+#define SL_TAGS_MAX 50
+#define SL_TAG_KEY_MAX 128
+#define SL_TAG_VALUE_MAX 256
+#define SL_KMS_KEY_ID_MAX 2048
+#define SL_SHARDS_MAX 10000              /* per stream (UpdateShardCount cap) */
+#define SL_SEGMENT_BYTES_DEFAULT (64u << 20)
+#define SL_SEGMENT_BYTES_MIN (64u << 10) /* shardlog's own limits */
+#define SL_SEGMENT_BYTES_MAX (1ull << 32)
+#define SL_SHARD_ID_LEN 20               /* "shardId-" + 12 digits */
+#define SL_SEQ_STR_MAX 21                /* decimal u64 + NUL */
+
+/* ---- Handles ------------------------------------------------------------
+** Opaque; only the library allocates or frees them.
+**   sl_stream    an open stream directory      shareable across threads
+**   sl_producer  appends records               one thread at a time
+**   sl_iter      a read position in a shard    one thread at a time
+**   sl_vclock    a virtual clock for tests     shareable across threads
+** Producers and iterators borrow their stream: close them first.
+** sl_stream_close() on a stream with open children returns SL_EINUSE and
+** changes nothing. */
+typedef struct sl_stream sl_stream;
+typedef struct sl_producer sl_producer;
+typedef struct sl_iter sl_iter;
+typedef struct sl_vclock sl_vclock;
+
+/* ---- Providers ----------------------------------------------------------
+** Versioned structs of callbacks; they only ever grow at the end. */
+
+/* A clock.  now_ms returns milliseconds since the Unix epoch; it is called on
+** every put (once per batch) and must be thread-safe.  A clock that steps
+** backwards is tolerated: arrival times are clamped to be non-decreasing
+** within a shard. */
+#define SL_CLOCK_VERSION 1
+typedef struct sl_clock {
+    uint32_t version;                /* SL_CLOCK_VERSION */
+    int64_t (*now_ms)(void *ctx);
+    void *ctx;
+} sl_clock;
+
+/* A virtual clock for deterministic tests: time moves only when told.
+** sl_vclock_clock() returns a provider to pass in sl_open_opts.clock; the
+** vclock must outlive every stream using it. */
+SL_API int sl_vclock_new(sl_vclock **out, int64_t start_ms);
+SL_API void sl_vclock_free(sl_vclock *vc);
+SL_API const sl_clock *sl_vclock_clock(sl_vclock *vc);
+SL_API int64_t sl_vclock_now(const sl_vclock *vc);
+SL_API void sl_vclock_advance(sl_vclock *vc, int64_t delta_ms); /* >= 0 */
+SL_API void sl_vclock_set(sl_vclock *vc, int64_t now_ms);       /* any */
+
+/* A report callback: damage found while opening or reading (code is
+** SL_ECORRUPT or SL_EIO) with a message naming shard, segment and offset.
+** Called from the thread that found it; it must not call back into the
+** stream. */
+typedef void (*sl_report_fn)(void *ctx, int code, const char *message);
+
+/* ---- Stream -------------------------------------------------------------
+** A stream lives in <root>/<name>/: a manifest (configuration, shard map),
+** a sequence-reservation file, a lock file, a wake-up file and one directory
+** per shard holding its segment files.  Files are created 0600 and
+** directories 0700. */
+
+typedef enum sl_stream_mode {
+    SL_STREAM_MODE_DEFAULT = 0,      /* PROVISIONED */
+    SL_STREAM_MODE_PROVISIONED = 1,
+    SL_STREAM_MODE_ON_DEMAND = 2
+} sl_stream_mode;
+
+typedef enum sl_encryption {
+    SL_ENCRYPTION_DEFAULT = 0,       /* NONE */
+    SL_ENCRYPTION_NONE = 1,
+    SL_ENCRYPTION_KMS = 2            /* stored now; applied by a later release */
+} sl_encryption;
+
+typedef enum sl_durability {
+    SL_DURABILITY_DEFAULT = 0,       /* create: INTERVAL; open: as stored */
+    SL_DURABILITY_NONE = 1,
+    SL_DURABILITY_INTERVAL = 2,
+    SL_DURABILITY_ALWAYS = 3
+} sl_durability;
+
+typedef struct sl_tag {
+    const char *key;                 /* 1..128 characters, UTF-8 */
+    const char *value;               /* 0..256 characters, UTF-8; NULL = "" */
+} sl_tag;
+
+/* The fields of Terraform's aws_kinesis_stream, plus storage settings.
+** Zero fields take the defaults noted.  Only read during the call. */
+#define SL_STREAM_CONFIG_VERSION 1
+typedef struct sl_stream_config {
+    uint32_t version;                /* SL_STREAM_CONFIG_VERSION */
+    const char *name;                /* [a-zA-Z0-9_.-]{1,128}; required */
+    uint32_t shard_count;            /* 1..SL_SHARDS_MAX; 0: 1 (4 on-demand) */
+    uint32_t retention_hours;        /* 24..8760; 0: 24 */
+    sl_stream_mode stream_mode;
+    sl_encryption encryption_type;
+    const char *kms_key_id;          /* required with KMS; 1..2048 chars */
+    const sl_tag *tags;              /* up to 50, unique keys */
+    size_t tag_count;
+    uint32_t max_record_size_kib;    /* 1024..10240; 0: 1024 */
+    uint64_t segment_bytes;          /* 64 KiB..4 GiB; 0: 64 MiB */
+    sl_durability durability;        /* 0: INTERVAL */
+    uint32_t sync_interval_ms;       /* INTERVAL period; 0: 1000 */
+} sl_stream_config;
+#define SL_STREAM_CONFIG_INIT {SL_STREAM_CONFIG_VERSION, NULL, 0, 0, \
+    SL_STREAM_MODE_DEFAULT, SL_ENCRYPTION_DEFAULT, NULL, NULL, 0, 0, 0, \
+    SL_DURABILITY_DEFAULT, 0}
+
+#define SL_OPEN_READONLY 0x1u        /* follow a writer; never modify files */
+
+#define SL_OPEN_OPTS_VERSION 1
+typedef struct sl_open_opts {
+    uint32_t version;                /* SL_OPEN_OPTS_VERSION */
+    uint32_t flags;                  /* SL_OPEN_... */
+    sl_durability durability;        /* 0: as stored in the manifest */
+    uint32_t sync_interval_ms;       /* 0: as stored */
+    const sl_clock *clock;           /* NULL: real time.  Copied; its ctx is
+                                        borrowed until sl_stream_close */
+    sl_report_fn report;             /* NULL: damage is only counted */
+    void *report_ctx;
+} sl_open_opts;
+#define SL_OPEN_OPTS_INIT {SL_OPEN_OPTS_VERSION, 0, SL_DURABILITY_DEFAULT, 0, \
+    NULL, NULL, NULL}
+
+/* Create the stream cfg->name under root (root is created if missing, one
+** level) and, if out is not NULL, open it for writing.  Creation is atomic:
+** the stream appears whole or not at all.
+** @return 0, SL_EVALIDATION (a field breaks a rule; the message names it),
+**         SL_EINUSE (a stream of that name exists), SL_EIO, SL_ENOSPC.
+** Thread-safety: any thread. */
+SL_API int sl_stream_create(sl_stream **out, const char *root,
+                            const sl_stream_config *cfg,
+                            const sl_open_opts *opts);
+
+/* Open the stream <root>/<name>.  Read-write opens take the stream's writer
+** lock (one per stream across all processes) and recover from a crash:
+** the active segments' unsynced tails are validated and a torn tail is cut.
+** Read-only opens take no lock and follow a writer in another process.
+** Damage found is reported through opts->report and does not fail the open
+** unless the manifest itself is unreadable.
+** @param[out] out  the handle; NULL on failure
+** @param opts      NULL for defaults; only read during the call
+** @return 0, SL_ENOTFOUND, SL_ELOCKED (another writer holds the stream),
+**         SL_ECORRUPT (manifest damaged), SL_EVALIDATION, SL_EIO, SL_ENOSPC,
+**         SL_ENOMEM.  sl_errmsg(NULL) has the detail. */
+SL_API int sl_stream_open(sl_stream **out, const char *root, const char *name,
+                          const sl_open_opts *opts);
+
+/* Close a stream: stop its background thread, make everything durable if
+** the durability mode is INTERVAL or ALWAYS, unmap, release the lock.
+** Accepts NULL.  Returns SL_EINUSE (and changes nothing) while producers or
+** iterators are open on it; SL_EIO if the final sync failed (the handle is
+** freed all the same). */
+SL_API int sl_stream_close(sl_stream *s);
+
+/* Make every committed record durable now, whatever the durability mode.
+** @return 0, SL_EIO (the stream is then failed: later writes return
+**         SL_EIO), SL_EREADONLY. */
+SL_API int sl_stream_sync(sl_stream *s);
+
+/* Delete the stream <root>/<name> and all its records.  Fails with
+** SL_ELOCKED while a writer (in any process) has it open.  Read-only
+** followers keep what they have mapped. */
+SL_API int sl_stream_delete(const char *root, const char *name);
+
+/* The names of the streams under root, sorted.  Free with
+** sl_name_list_free. */
+typedef struct sl_name_list {
+    size_t count;
+    char **names;
+} sl_name_list;
+SL_API int sl_stream_list(sl_name_list **out, const char *root);
+SL_API void sl_name_list_free(sl_name_list *list);
+
+/* One shard, as ListShards / DescribeStream show it. */
+typedef struct sl_shard_info {
+    char shard_id[SL_SHARD_ID_LEN + 1];
+    char parent_shard_id[SL_SHARD_ID_LEN + 1];          /* "" if none */
+    char adjacent_parent_shard_id[SL_SHARD_ID_LEN + 1]; /* "" if none */
+    char starting_hash_key[SL_HASH_KEY_DIGITS_MAX + 1]; /* decimal */
+    char ending_hash_key[SL_HASH_KEY_DIGITS_MAX + 1];   /* inclusive */
+    uint64_t starting_sequence;      /* every record's sequence is >= this */
+    uint64_t ending_sequence;        /* 0 while the shard is open */
+    int open;                        /* 1 OPEN, 0 CLOSED */
+    uint32_t index;                  /* N of shardId-N */
+    uint64_t records;                /* committed records on disk now */
+    uint64_t bytes;                  /* their data + key bytes */
+} sl_shard_info;
+
+/* DescribeStream: the configuration and every shard.  Everything is owned by
+** the description; free it with sl_stream_desc_free. */
+typedef struct sl_stream_desc {
+    char stream_name[SL_STREAM_NAME_MAX + 1];
+    const char *stream_status;       /* "ACTIVE" */
+    sl_stream_mode stream_mode;
+    uint32_t retention_hours;
+    sl_encryption encryption_type;
+    const char *kms_key_id;          /* "" if none */
+    uint32_t max_record_size_kib;
+    uint64_t segment_bytes;
+    sl_durability durability;        /* in effect for this handle */
+    uint32_t sync_interval_ms;
+    int64_t created_ms;
+    size_t tag_count;
+    const sl_tag *tags;
+    size_t open_shard_count;
+    size_t shard_count;              /* open and closed */
+    const sl_shard_info *shards;     /* by index */
+} sl_stream_desc;
+SL_API int sl_stream_describe(sl_stream_desc **out, sl_stream *s);
+SL_API void sl_stream_desc_free(sl_stream_desc *d);
+
+/* ListShards: the same shard entries, without the configuration. */
+typedef struct sl_shard_list {
+    size_t count;
+    sl_shard_info *shards;
+} sl_shard_list;
+SL_API int sl_stream_list_shards(sl_shard_list **out, sl_stream *s);
+SL_API void sl_shard_list_free(sl_shard_list *list);
+
+/* ---- Hash keys and sequence numbers -------------------------------------
+** A hash key is a 128-bit unsigned integer, here as 16 big-endian bytes. */
+
+/* MD5(partition_key) as Kinesis computes it. */
+SL_API int sl_hash_partition_key(uint8_t out[16], const char *partition_key);
+/* Parse an explicit hash key: decimal, pattern 0|([1-9][0-9]{0,38}), at most
+** 2^128-1.  SL_EVALIDATION for a pattern failure, SL_EINVAL out of range. */
+SL_API int sl_hash_key_parse(uint8_t out[16], const char *decimal);
+/* Format a hash key as decimal; buf holds at least 40 bytes. */
+SL_API char *sl_hash_key_format(char *buf, const uint8_t key[16]);
+/* Format / parse a sequence number as a decimal string (Kinesis pattern
+** 0|([1-9][0-9]*)); buf holds at least SL_SEQ_STR_MAX bytes. */
+SL_API char *sl_seq_format(char *buf, uint64_t seq);
+SL_API int sl_seq_parse(uint64_t *out, const char *decimal);
+
+/* ---- Producer -----------------------------------------------------------
+** A producer appends records.  It keeps per-thread state (a reusable MD5
+** context and the per-entry error texts of its last call), so use one per
+** thread. */
+SL_API int sl_producer_open(sl_producer **out, sl_stream *s);
+SL_API void sl_producer_close(sl_producer *p);           /* accepts NULL */
+
+typedef struct sl_put_entry {
+    const char *partition_key;       /* required: 1..256 UTF-16 units */
+    const void *data;                /* may be NULL when data_len is 0 */
+    size_t data_len;                 /* data_len + key bytes <= max record */
+    const char *explicit_hash_key;   /* NULL, or decimal; overrides the MD5 */
+} sl_put_entry;
+
+typedef struct sl_put_result {
+    int error;                       /* 0 or SL_E...; per entry */
+    uint64_t sequence;               /* assigned sequence number */
+    char shard_id[SL_SHARD_ID_LEN + 1];
+    uint32_t shard_index;
+    const char *error_message;       /* "" on success; valid until the next
+                                        call on this producer */
+} sl_put_result;
+
+/* PutRecord.  On success the record is committed (visible to readers) and,
+** in ALWAYS mode, durable.  res may be NULL.
+** @return 0, SL_EVALIDATION / SL_EINVAL (bad entry; the message names the
+**         field and the limit), SL_ENOSPC (a new segment could not be
+**         preallocated; earlier records are intact), SL_EIO, SL_EREADONLY. */
+SL_API int sl_producer_put(sl_producer *p, const sl_put_entry *e,
+                           sl_put_result *res);
+
+/* Shorthand for sl_producer_put with a NUL-free key and no explicit hash
+** key.  seq_out may be NULL. */
+SL_API int sl_put(sl_producer *p, const char *partition_key, const void *data,
+                  size_t data_len, uint64_t *seq_out);
+
+/* PutRecords: 1..500 entries, at most 10 MiB of data and keys in all.  Each
+** entry succeeds or fails alone; results[i] belongs to entries[i].  Entries
+** for one shard are appended in request order under one lock acquisition.
+** @param failed_out  number of failed entries (FailedRecordCount); may be NULL
+** @return 0 if the request was well-formed (entries may still fail),
+**         SL_EVALIDATION for a bad request (count or total size), or
+**         SL_EREADONLY / SL_EIO for a stream that cannot take writes. */
+SL_API int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries,
+                                 size_t n, sl_put_result *results,
+                                 size_t *failed_out);
+
+/* ---- Iterator -----------------------------------------------------------
+** A read position in one shard (GetShardIterator + GetRecords). */
+typedef enum sl_iter_type {
+    SL_ITER_AT_SEQUENCE_NUMBER = 1,  /* arg: a sequence number in the shard */
+    SL_ITER_AFTER_SEQUENCE_NUMBER = 2,
+    SL_ITER_TRIM_HORIZON = 3,        /* the oldest record; arg ignored */
+    SL_ITER_LATEST = 4,              /* just after the newest; arg ignored */
+    SL_ITER_AT_TIMESTAMP = 5         /* arg: ms since epoch (int64 as u64);
+                                        the first record that arrived at or
+                                        after it, or the tip if none */
+} sl_iter_type;
+
+/* Position an iterator in shard_id ("shardId-000000000003").  Seeking by
+** sequence number or time costs O(log n) in the shard's records.
+** @return 0, SL_ENOTFOUND (no such shard), SL_EVALIDATION (bad type),
+**         SL_EINVAL (the sequence number is not a record of this shard, as
+**         Kinesis rejects a number from another shard). */
+SL_API int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
+                        sl_iter_type type, uint64_t arg);
+SL_API void sl_iter_close(sl_iter *it);                  /* accepts NULL */
+
+/* A zero-copy view of one record.  The pointers are into the segment mapping
+** and are valid until the next sl_iter_read or sl_iter_close on the iterator
+** that returned them. key is NOT NUL-terminated. */
+typedef struct sl_record {
+    const char *partition_key;
+    size_t key_len;
+    const void *data;
+    size_t data_len;
+    uint64_t sequence;
+    int64_t arrival_ms;              /* ApproximateArrivalTimestamp */
+} sl_record;
+
+typedef struct sl_read_result {
+    size_t count;                    /* records stored in recs[] */
+    int64_t millis_behind_latest;    /* 0 when caught up */
+    uint64_t last_sequence;          /* the iterator's position: the last
+                                        record it returned (or that it was
+                                        opened after; 0 if none).  Resume
+                                        with AFTER_SEQUENCE_NUMBER. */
+} sl_read_result;
+
+/* GetRecords: up to `limit` (1..10000) records and at most 10 MiB.  Zero
+** records is not the end of a shard: call again or sl_iter_wait.
+** A corrupt record is never returned: the call that meets it returns
+** SL_ECORRUPT with the shard, segment and offset in sl_errmsg(it), after
+** moving the iterator past the damage, so the next call goes on reading.
+** @return 0, SL_EINVAL (limit), SL_ECORRUPT, SL_EIO. */
+SL_API int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit,
+                        sl_read_result *res);
+
+/* Block until the iterator has records to read, or timeout_ms passes
+** (real time; <0 waits forever).  Wakes within microseconds of a commit in
+** this or another process.
+** @return 1 records are ready, 0 timed out, or a negative code. */
+SL_API int sl_iter_wait(sl_iter *it, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHARDLOG_H */

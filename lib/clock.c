@@ -1,0 +1,75 @@
+/*
+** clock.c -- the real clock and the virtual clock.
+**
+** Every time-dependent rule reads the stream's sl_clock.  The virtual clock
+** holds its time in one atomic, so it is safe to advance from one thread
+** while streams read it from others.
+*/
+#include "internal.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+int64_t sl__realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sl__monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_now(void *ctx)
+{
+    (void)ctx;
+    return sl__realtime_ms();
+}
+
+const sl_clock sl__real_clock = {SL_CLOCK_VERSION, real_now, NULL};
+
+struct sl_vclock {
+    _Atomic int64_t now;
+    sl_clock clock;
+};
+
+static int64_t vclock_now(void *ctx)
+{
+    return atomic_load_explicit(&((sl_vclock *)ctx)->now,
+                                memory_order_acquire);
+}
+
+int sl_vclock_new(sl_vclock **out, int64_t start_ms)
+{
+    if (!out) return sl__ret(NULL, sl__err(SL_EINVAL, "out is NULL"));
+    sl_vclock *vc = calloc(1, sizeof *vc);
+    *out = vc;
+    if (!vc) return sl__ret(NULL, sl__err(SL_ENOMEM, "allocating a vclock"));
+    atomic_init(&vc->now, start_ms);
+    vc->clock = (sl_clock){SL_CLOCK_VERSION, vclock_now, vc};
+    return 0;
+}
+
+void sl_vclock_free(sl_vclock *vc) { free(vc); }
+
+const sl_clock *sl_vclock_clock(sl_vclock *vc) { return vc ? &vc->clock : NULL; }
+
+int64_t sl_vclock_now(const sl_vclock *vc)
+{
+    return atomic_load_explicit(&((sl_vclock *)vc)->now, memory_order_acquire);
+}
+
+void sl_vclock_advance(sl_vclock *vc, int64_t delta_ms)
+{
+    if (delta_ms > 0)
+        atomic_fetch_add_explicit(&vc->now, delta_ms, memory_order_acq_rel);
+}
+
+void sl_vclock_set(sl_vclock *vc, int64_t now_ms)
+{
+    atomic_store_explicit(&vc->now, now_ms, memory_order_release);
+}

@@ -1,0 +1,329 @@
+/*
+** hashkey.c -- partition key -> 128-bit hash key, explicit hash keys, range
+** arithmetic and Kinesis' even split of the key space.
+**
+** A hash key is an unsigned 128-bit integer.  Kinesis computes it as
+** MD5(UTF-8 bytes of the partition key) read big-endian; an explicit hash key
+** (a decimal string) replaces it.  CreateStream with N shards gives shard i
+** the range [i*q, (i+1)*q - 1] with q = floor(2^128 / N), the last shard
+** ending at 2^128 - 1 (tests/vectors/partition-keys.json, recorded from
+** kinesalite and matching AWS' own CLI examples).
+**
+** Arithmetic is on {hi, lo} pairs and 32-bit limbs, not __int128, so the
+** library builds for 32-bit edge targets too.
+*/
+#include "internal.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+
+sl_u128 sl__u128_from_be(const uint8_t b[16])
+{
+    sl_u128 v = {0, 0};
+    for (int i = 0; i < 8; i++) v.hi = (v.hi << 8) | b[i];
+    for (int i = 8; i < 16; i++) v.lo = (v.lo << 8) | b[i];
+    return v;
+}
+
+void sl__u128_to_be(uint8_t b[16], sl_u128 v)
+{
+    for (int i = 7; i >= 0; i--, v.hi >>= 8) b[i] = (uint8_t)v.hi;
+    for (int i = 15; i >= 8; i--, v.lo >>= 8) b[i] = (uint8_t)v.lo;
+}
+
+/* limbs[0] is the most significant 32 bits */
+static void to_limbs(uint32_t l[4], sl_u128 v)
+{
+    l[0] = (uint32_t)(v.hi >> 32);
+    l[1] = (uint32_t)v.hi;
+    l[2] = (uint32_t)(v.lo >> 32);
+    l[3] = (uint32_t)v.lo;
+}
+
+static sl_u128 from_limbs(const uint32_t l[4])
+{
+    return (sl_u128){((uint64_t)l[0] << 32) | l[1],
+                     ((uint64_t)l[2] << 32) | l[3]};
+}
+
+/* v = v * m + a; returns the carry out of the top limb (non-zero: overflow) */
+static uint32_t muladd_small(sl_u128 *v, uint32_t m, uint32_t a)
+{
+    uint32_t l[4];
+    to_limbs(l, *v);
+    uint64_t carry = a;
+    for (int i = 3; i >= 0; i--) {
+        uint64_t t = (uint64_t)l[i] * m + carry;
+        l[i] = (uint32_t)t;
+        carry = t >> 32;
+    }
+    *v = from_limbs(l);
+    return (uint32_t)carry;
+}
+
+/* v = v / d; returns v % d */
+static uint32_t divmod_small(sl_u128 *v, uint32_t d)
+{
+    uint32_t l[4];
+    to_limbs(l, *v);
+    uint64_t rem = 0;
+    for (int i = 0; i < 4; i++) {
+        uint64_t cur = (rem << 32) | l[i];
+        l[i] = (uint32_t)(cur / d);
+        rem = cur % d;
+    }
+    *v = from_limbs(l);
+    return (uint32_t)rem;
+}
+
+int sl__u128_parse(sl_u128 *out, const char *s)
+{
+    static const char pattern[] = "0|([1-9]\\d{0,38})";
+    size_t n = s ? strlen(s) : 0;
+    bool ok = n >= 1 && n <= SL_HASH_KEY_DIGITS_MAX &&
+              (s[0] != '0' || n == 1);
+    for (size_t i = 0; ok && i < n; i++) ok = s[i] >= '0' && s[i] <= '9';
+    if (!ok)
+        return sl__err(SL_EVALIDATION,
+                       "1 validation error detected: Value '%.64s' at "
+                       "'explicitHashKey' failed to satisfy constraint: "
+                       "Member must satisfy regular expression pattern: %s",
+                       s ? s : "(null)", pattern);
+    sl_u128 v = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        if (muladd_small(&v, 10, (uint32_t)(s[i] - '0')) != 0)
+            return sl__err(SL_EINVAL,
+                           "Invalid ExplicitHashKey. ExplicitHashKey must be "
+                           "in the range: [0, 2^128-1]. Specified value was "
+                           "%s",
+                           s);
+    }
+    *out = v;
+    return 0;
+}
+
+char *sl__u128_format(char buf[40], sl_u128 v)
+{
+    char tmp[40];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + divmod_small(&v, 10));
+    } while (v.hi || v.lo);
+    for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
+void sl__hashkey_split(sl_u128 *start, sl_u128 *end, uint32_t i, uint32_t n)
+{
+    /* q = floor(2^128 / n) = floor((2^128-1)/n) + ((2^128-1) % n == n-1) */
+    sl_u128 q = SL_U128_MAX;
+    uint32_t r = divmod_small(&q, n);
+    if (r == n - 1) muladd_small(&q, 1, 1);
+    sl_u128 s = q;
+    muladd_small(&s, i, 0);
+    *start = s;
+    if (i + 1 == n) {
+        *end = SL_U128_MAX;
+    } else {
+        sl_u128 e = q;
+        muladd_small(&e, i + 1, 0);
+        /* e - 1 */
+        if (e.lo == 0) e.hi--;
+        e.lo--;
+        *end = e;
+    }
+}
+
+int sl__partition_key_check(const char *key, size_t *bytes)
+{
+    if (!key || !*key)
+        return sl__err(SL_EVALIDATION,
+                       "1 validation error detected: Value at "
+                       "'partitionKey' failed to satisfy constraint: Member "
+                       "must have length greater than or equal to 1");
+    const unsigned char *p = (const unsigned char *)key;
+    size_t units = 0, i = 0;
+    while (p[i]) {
+        unsigned c = p[i], need, cp;
+        if (c < 0x80) { cp = c; need = 0; }
+        else if ((c & 0xE0) == 0xC0) { cp = c & 0x1F; need = 1; }
+        else if ((c & 0xF0) == 0xE0) { cp = c & 0x0F; need = 2; }
+        else if ((c & 0xF8) == 0xF0) { cp = c & 0x07; need = 3; }
+        else goto bad;
+        for (unsigned k = 1; k <= need; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) goto bad;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        /* overlong forms, surrogates and values past U+10FFFF */
+        if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800) ||
+            (need == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            goto bad;
+        units += cp >= 0x10000 ? 2 : 1;
+        i += need + 1;
+        if (units > SL_PARTITION_KEY_MAX)
+            return sl__err(SL_EVALIDATION,
+                           "1 validation error detected: Value at "
+                           "'partitionKey' failed to satisfy constraint: "
+                           "Member must have length less than or equal to "
+                           "%d (UTF-16 code units)",
+                           SL_PARTITION_KEY_MAX);
+    }
+    *bytes = i;
+    return 0;
+bad:
+    return sl__err(SL_EVALIDATION,
+                   "partition key is not valid UTF-8 (byte %zu)", i);
+}
+
+/* ---- MD5 ---------------------------------------------------------------- */
+
+struct sl_md5 {
+    EVP_MD_CTX *ctx;
+    EVP_MD *md;
+};
+
+int sl__md5_new(sl_md5 **out)
+{
+    sl_md5 *m = calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m) return sl__err(SL_ENOMEM, "allocating an MD5 context");
+    m->md = EVP_MD_fetch(NULL, "MD5", NULL);
+    m->ctx = EVP_MD_CTX_new();
+    if (!m->md || !m->ctx) {
+        sl__md5_free(m);
+        return sl__err(SL_EIO, "libcrypto has no MD5 (FIPS-only provider?)");
+    }
+    *out = m;
+    return 0;
+}
+
+void sl__md5_free(sl_md5 *m)
+{
+    if (!m) return;
+    EVP_MD_CTX_free(m->ctx);
+    EVP_MD_free(m->md);
+    free(m);
+}
+
+int sl__md5(sl_md5 *m, const void *data, size_t n, uint8_t out[16])
+{
+    unsigned int len = 0;
+    if (EVP_DigestInit_ex2(m->ctx, m->md, NULL) != 1 ||
+        EVP_DigestUpdate(m->ctx, data, n) != 1 ||
+        EVP_DigestFinal_ex(m->ctx, out, &len) != 1 || len != 16)
+        return sl__err(SL_EIO, "MD5 failed in libcrypto");
+    return 0;
+}
+
+/* ---- public helpers ----------------------------------------------------- */
+
+int sl_hash_partition_key(uint8_t out[16], const char *partition_key)
+{
+    size_t n;
+    int rc;
+    if (!out) return sl__ret(NULL, sl__err(SL_EINVAL, "out is NULL"));
+    if ((rc = sl__partition_key_check(partition_key, &n)) != 0)
+        return sl__ret(NULL, rc);
+    unsigned int len = 0;
+    if (EVP_Digest(partition_key, n, out, &len, EVP_md5(), NULL) != 1)
+        return sl__ret(NULL, sl__err(SL_EIO, "MD5 failed in libcrypto"));
+    return 0;
+}
+
+int sl_hash_key_parse(uint8_t out[16], const char *decimal)
+{
+    sl_u128 v;
+    if (!out) return sl__ret(NULL, sl__err(SL_EINVAL, "out is NULL"));
+    int rc = sl__u128_parse(&v, decimal);
+    if (rc) return sl__ret(NULL, rc);
+    sl__u128_to_be(out, v);
+    return 0;
+}
+
+char *sl_hash_key_format(char *buf, const uint8_t key[16])
+{
+    return sl__u128_format(buf, sl__u128_from_be(key));
+}
+
+char *sl_seq_format(char *buf, uint64_t seq)
+{
+    char tmp[SL_SEQ_STR_MAX];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return buf;
+}
+
+int sl_seq_parse(uint64_t *out, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    bool ok = out && n >= 1 && (s[0] != '0' || n == 1);
+    uint64_t v = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = s[i] >= '0' && s[i] <= '9';
+        if (ok && v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
+            return sl__ret(NULL, sl__err(SL_EINVAL,
+                                         "sequence number %.40s is out of "
+                                         "range (shardlog sequence numbers "
+                                         "are 64-bit)",
+                                         s));
+        }
+        if (ok) v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (!ok)
+        return sl__ret(NULL, sl__err(SL_EVALIDATION,
+                                     "1 validation error detected: Value "
+                                     "'%.40s' at 'sequenceNumber' failed to "
+                                     "satisfy constraint: Member must "
+                                     "satisfy regular expression pattern: "
+                                     "0|([1-9]\\d{0,128})",
+                                     s ? s : "(null)"));
+    *out = v;
+    return 0;
+}
+
+/* ---- names -------------------------------------------------------------- */
+
+bool sl__name_valid(const char *name, size_t max)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > max) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    /* "." and ".." match the pattern but name directories we cannot use */
+    return strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
+void sl__shard_id(char out[SL_SHARD_ID_LEN + 1], uint32_t index)
+{
+    static const char prefix[] = "shardId-";
+    memcpy(out, prefix, 8);
+    uint32_t v = index;
+    for (int i = SL_SHARD_ID_LEN - 1; i >= 8; i--, v /= 10)
+        out[i] = (char)('0' + v % 10);
+    out[SL_SHARD_ID_LEN] = '\0';
+}
+
+int sl__shard_id_parse(const char *id, uint32_t *index)
+{
+    if (!id || strlen(id) != SL_SHARD_ID_LEN || memcmp(id, "shardId-", 8))
+        return -1;
+    uint64_t v = 0;
+    for (int i = 8; i < SL_SHARD_ID_LEN; i++) {
+        if (id[i] < '0' || id[i] > '9') return -1;
+        v = v * 10 + (uint64_t)(id[i] - '0');
+    }
+    if (v >= SL_NO_SHARD) return -1;
+    *index = (uint32_t)v;
+    return 0;
+}

@@ -1,0 +1,514 @@
+/*
+** internal.h -- declarations shared by lib/ modules.  Never installed.
+**
+** Naming: internal non-static functions are sl__<module>_<verb> and hidden
+** (the whole library is built with -fvisibility=hidden; only SL_API symbols
+** are exported).  Tests link the static archive and may use what is here.
+**
+** Lock order (outermost first), documented where each lock lives:
+**   stream->mu  >  shard->lock (append)  >  stream->seq_mu  >
+**   shard->seglock  >  shard->sync_mu
+** No lock is held across a user callback.
+*/
+#ifndef SL_INTERNAL_H
+#define SL_INTERNAL_H
+
+#include "shardlog.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#define SL_HIDDEN __attribute__((visibility("hidden")))
+#define SL_UNUSED __attribute__((unused))
+#define SL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define SL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- OS shim (os.c) -----------------------------------------------------
+** Every system call whose failure matters goes through this table, so tests
+** can make any of them fail (sl__os.fallocate = my_enospc;) and restore the
+** real ones with sl__os_reset().  This table is the library's one piece of
+** global mutable state; only tests change it. */
+typedef struct sl_os {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    int (*fallocate)(int fd, int mode, off_t off, off_t len);
+    int (*ftruncate)(int fd, off_t len);
+    int (*fsync)(int fd);
+    int (*fdatasync)(int fd);
+    int (*msync)(void *addr, size_t len, int flags);
+    int (*rename)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*mkdir)(const char *path, mode_t mode);
+    int (*rmdir)(const char *path);
+    void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd,
+                  off_t off);
+    int (*munmap)(void *addr, size_t len);
+} sl_os;
+extern SL_HIDDEN sl_os sl__os;
+SL_HIDDEN void sl__os_reset(void);
+/* fsync a directory by path (new or renamed entries made durable). */
+SL_HIDDEN int sl__os_fsync_dir(const char *path);
+/* Write a whole buffer at off (retrying short writes). 0 or -1/errno. */
+SL_HIDDEN int sl__os_pwrite_all(int fd, const void *buf, size_t n, off_t off);
+SL_HIDDEN int sl__os_pread_all(int fd, void *buf, size_t n, off_t off);
+/* Atomically replace path with data: tmp file, fsync, rename, fsync dir. */
+SL_HIDDEN int sl__os_replace_file(const char *path, const void *data,
+                                  size_t n);
+/* Remove a directory tree (best effort, no symlink following). */
+SL_HIDDEN int sl__os_rmtree(const char *path);
+/* Read a whole small file into a malloc'd, NUL-terminated buffer. */
+SL_HIDDEN int sl__os_read_file(const char *path, char **out, size_t *len,
+                               size_t max);
+SL_HIDDEN int sl__futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
+SL_HIDDEN void sl__futex_wake(uint32_t *addr);
+SL_HIDDEN uint64_t sl__random64(void);
+
+/* ---- Errors (error.c) ---------------------------------------------------
+** Internal code records the detail text with sl__err() and returns the code;
+** the public entry point then binds the text to its handle with sl__ret().
+** The text lives in a thread-local slot, so a shared stream never shows one
+** thread's message to another. */
+SL_HIDDEN int sl__err(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* As sl__err, appending ": <strerror(errnum)>". */
+SL_HIDDEN int sl__errno(int code, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Map an errno from a failed write-side call to a code (ENOSPC/EDQUOT ->
+** SL_ENOSPC, ENOMEM -> SL_ENOMEM, else SL_EIO). */
+SL_HIDDEN int sl__errno_code(int errnum);
+SL_HIDDEN int sl__ret(const void *h, int rc);
+SL_HIDDEN const char *sl__errtext(void);
+
+/* ---- Clock (clock.c) ---------------------------------------------------- */
+SL_HIDDEN int64_t sl__realtime_ms(void);
+SL_HIDDEN int64_t sl__monotonic_ms(void);
+SL_HIDDEN extern const sl_clock sl__real_clock;
+
+/* ---- Hash keys (hashkey.c) ---------------------------------------------- */
+typedef struct sl_u128 {
+    uint64_t hi, lo;
+} sl_u128;
+#define SL_U128_MAX ((sl_u128){UINT64_MAX, UINT64_MAX})
+
+static inline int sl__u128_cmp(sl_u128 a, sl_u128 b)
+{
+    if (a.hi != b.hi) return a.hi < b.hi ? -1 : 1;
+    if (a.lo != b.lo) return a.lo < b.lo ? -1 : 1;
+    return 0;
+}
+SL_HIDDEN sl_u128 sl__u128_from_be(const uint8_t b[16]);
+SL_HIDDEN void sl__u128_to_be(uint8_t b[16], sl_u128 v);
+/* Decimal, strict Kinesis pattern.  SL_EVALIDATION / SL_EINVAL. */
+SL_HIDDEN int sl__u128_parse(sl_u128 *out, const char *s);
+SL_HIDDEN char *sl__u128_format(char buf[40], sl_u128 v);
+/* Kinesis' even split of the hash key space into n shards, shard i. */
+SL_HIDDEN void sl__hashkey_split(sl_u128 *start, sl_u128 *end, uint32_t i,
+                                 uint32_t n);
+/* Validate a partition key: well-formed UTF-8, 1..256 UTF-16 units.
+** Returns 0 or SL_EVALIDATION with a message; *bytes = strlen. */
+SL_HIDDEN int sl__partition_key_check(const char *key, size_t *bytes);
+
+/* MD5 through libcrypto's EVP interface.  One per thread (producer). */
+typedef struct sl_md5 sl_md5;
+SL_HIDDEN int sl__md5_new(sl_md5 **out);
+SL_HIDDEN void sl__md5_free(sl_md5 *m);
+SL_HIDDEN int sl__md5(sl_md5 *m, const void *data, size_t n, uint8_t out[16]);
+
+/* ---- Records (record.c) -------------------------------------------------
+** Framing: see the format comment at the top of segment.c. */
+#define SL_REC_HDR 32u
+#define SL_REC_OVERHEAD 40u           /* header + trailing XXH3 */
+#define SL_KEY_BYTES_MAX 1024u        /* 256 UTF-16 units need <= 768 */
+
+static inline uint64_t sl__pad8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
+static inline uint64_t sl__rec_span(size_t klen, size_t dlen)
+{
+    return sl__pad8(SL_REC_OVERHEAD + klen + dlen);
+}
+
+typedef struct sl_recview {
+    uint64_t seq;
+    int64_t ms;
+    const uint8_t *key;
+    const uint8_t *data;
+    uint32_t klen, dlen;
+    uint64_t span;                    /* padded size on disk */
+} sl_recview;
+
+SL_HIDDEN uint64_t sl__xxh3(const void *p, size_t n);
+/* Frame one record at dst (which has sl__rec_span bytes, zero-filled). */
+SL_HIDDEN void sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms,
+                             const void *key, uint32_t klen, const void *data,
+                             uint32_t dlen);
+/* Results of sl__rec_parse. */
+enum { SL_REC_OK = 0, SL_REC_END = 1, SL_REC_BAD = 2 };
+/* Parse the record at p with `avail` bytes before the region's end.
+** verify: also check the XXH3 (else only the header's consistency).
+** SL_REC_END: a zero slot (the end of what was ever written). */
+SL_HIDDEN int sl__rec_parse(const uint8_t *p, uint64_t avail, bool verify,
+                            sl_recview *out);
+
+/* Little-endian access into mappings (all formats are little-endian). */
+static inline uint16_t sl__ld16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t sl__ld32(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint64_t sl__ld64(const void *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void sl__st16(void *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void sl__st32(void *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void sl__st64(void *p, uint64_t v) { memcpy(p, &v, 8); }
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shardlog's file formats are little-endian; big-endian hosts need byte swaps here"
+#endif
+
+/* ---- Segments (segment.c) ----------------------------------------------- */
+#define SL_SEG_HDR 128u
+#define SL_SEG_TRAILER 128u
+#define SL_IDX_ENTRY 24u
+#define SL_IDX_STRIDE 4096u           /* one index entry per 4 KiB of data */
+
+typedef struct sl_idx {
+    uint64_t seq;
+    int64_t ms;
+    uint64_t off;
+} sl_idx;
+
+typedef struct sl_shard sl_shard;
+
+/* One segment file.  Owned by its shard's list (shard->segs); the mapping
+** exists while `users` > 0 (iterators, the writer, a sync in progress) and,
+** for the writer's active segment, always.  Fields marked (W) belong to the
+** writer and are guarded by the shard's append lock; (L) by shard->seglock;
+** (I) are immutable after the segment joins the list. */
+typedef struct sl_seg {
+    uint64_t ordinal;                 /* (I) */
+    uint64_t file_bytes;              /* (I) from the header */
+    uint64_t map_len;                 /* (I) bytes that may be mapped */
+    uint8_t *base;                    /* (L) mapping or NULL */
+    int users;                        /* (L) */
+    bool writable;                    /* (I) mapped read-write (writer) */
+    _Atomic bool sealed;              /* trailer valid, data_end final */
+    uint64_t data_end;                /* valid once `sealed` (acquire) */
+    /* summary, valid once sealed (from the trailer or a scan) */
+    uint64_t first_seq, last_seq, count, payload;
+    int64_t first_ms, last_ms;
+    /* index kept in memory when the on-disk one is missing or damaged */
+    sl_idx *mem_idx;                  /* (L) */
+    uint32_t mem_nidx;
+    bool idx_checked;                 /* (L) on-disk index checksum verified */
+    bool durable;                     /* (L) synced since sealed (writer) */
+    /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
+    ** while the header's writer epoch is still `ro_epoch` */
+    uint64_t ro_cap;
+    uint32_t ro_epoch;
+    /* writer state (W) */
+    uint64_t tail;                    /* end of committed records */
+    uint64_t idx_low;                 /* lowest byte of the index area */
+    uint32_t nidx;
+    uint64_t next_idx_off;            /* next record at/after this gets one */
+    uint64_t prefault_end;            /* populated up to here */
+    char *path;                       /* (I) */
+} sl_seg;
+
+/* Header offsets (see the format comment in segment.c). */
+#define SL_H_COMMIT_TAIL 64
+#define SL_H_INDEX_COUNT 72
+#define SL_H_STATE 76
+#define SL_H_SYNCED_TAIL 80
+#define SL_H_SYNCED_INDEX 88
+#define SL_H_WRITER_EPOCH 92
+#define SL_H_SYNCED_COUNT 96
+#define SL_H_SYNCED_BYTES 104
+#define SL_STATE_ACTIVE 0u
+#define SL_STATE_SEALED 1u
+
+static inline uint64_t *sl__hdr64(const sl_seg *g, unsigned off)
+{
+    return (uint64_t *)(void *)(g->base + off);
+}
+static inline uint32_t *sl__hdr32(const sl_seg *g, unsigned off)
+{
+    return (uint32_t *)(void *)(g->base + off);
+}
+
+/* Context for segment operations: where to report, which stream. */
+typedef struct sl_segctx {
+    uint64_t stream_id;
+    uint32_t shard_index;
+    const char *shard_id;
+    int64_t now_ms;
+    bool durable;                     /* sync as part of create / seal */
+    sl_report_fn report;
+    void *report_ctx;
+    uint64_t *damage_count;
+} sl_segctx;
+
+SL_HIDDEN char *sl__seg_path(const char *shard_dir, uint64_t ordinal);
+/* Create, preallocate and map a new active segment.  SL_ENOSPC if the disk
+** cannot hold it; nothing is left behind on failure. */
+SL_HIDDEN int sl__seg_create(sl_seg **out, const sl_segctx *c,
+                             const char *shard_dir, uint64_t ordinal,
+                             uint64_t file_bytes);
+/* Open an existing segment file and read its header and (if sealed) its
+** trailer.  `writer`: recover (and map) it as the writer would; `last`: it
+** is the newest segment of its shard.  Damage is reported through c.
+** Returns 0 and *out (NULL if the file is unusable and was quarantined or
+** skipped), or a hard error (SL_EIO, SL_ENOMEM, SL_ENOSPC). */
+SL_HIDDEN int sl__seg_open(sl_seg **out, const sl_segctx *c,
+                           const char *path, uint64_t ordinal, bool writer,
+                           bool last, bool writer_alive);
+SL_HIDDEN void sl__seg_free(sl_seg *g);
+/* Map for a reader (caller holds seglock).  SL_EIO/SL_ECORRUPT on failure. */
+SL_HIDDEN int sl__seg_map(sl_seg *g, const sl_segctx *c);
+SL_HIDDEN void sl__seg_unmap(sl_seg *g);
+
+/* Writer: does a record of `span` bytes fit (with an index entry)? */
+static inline bool sl__seg_fits(const sl_seg *g, uint64_t span)
+{
+    uint64_t need_idx = (g->tail >= g->next_idx_off) ? SL_IDX_ENTRY : 0;
+    return g->tail + span + need_idx <= g->idx_low;
+}
+/* Writer: frame one record at the tail (not yet published). */
+SL_HIDDEN void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms,
+                              const void *key, uint32_t klen,
+                              const void *data, uint32_t dlen);
+/* Writer: publish the tail and index count to readers (store-release). */
+SL_HIDDEN void sl__seg_publish(sl_seg *g);
+/* Writer: write the trailer, sync if c->durable, mark sealed. */
+SL_HIDDEN int sl__seg_seal(sl_seg *g, const sl_segctx *c);
+/* Writer: a consistent mark of the committed state (under the append lock),
+** then make the segment durable (msync) and record the mark as the hint. */
+typedef struct sl_segmark {
+    uint64_t tail;
+    uint32_t nidx;
+    uint64_t count, payload;
+} sl_segmark;
+SL_HIDDEN void sl__seg_mark(const sl_seg *g, sl_segmark *m);
+SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m);
+/* Writer: prefault the pages the next appends will touch. */
+SL_HIDDEN void sl__seg_prefault(sl_seg *g, uint64_t upto);
+/* Minimum file size able to hold one record of `span` bytes. */
+SL_HIDDEN uint64_t sl__seg_bytes_for(uint64_t span, uint64_t configured);
+
+/* Reader side. */
+SL_HIDDEN uint64_t sl__seg_visible_end(sl_seg *g);
+SL_HIDDEN bool sl__seg_is_sealed(sl_seg *g);
+/* A follower: notice that another process sealed g (caller holds seglock,
+** g mapped). */
+SL_HIDDEN bool sl__seg_refresh_sealed(sl_seg *g);
+/* Verify a sealed segment's index once (caller holds seglock, g mapped);
+** rebuild it in memory if damaged. */
+SL_HIDDEN void sl__seg_index_check(sl_seg *g, const sl_segctx *c);
+SL_HIDDEN uint32_t sl__seg_index_count(sl_seg *g, uint64_t end);
+SL_HIDDEN sl_idx sl__seg_index_get(sl_seg *g, uint32_t i);
+/* First offset >= 128 whose record has key (seq or ms) >= target, within
+** [SL_SEG_HDR, end).  Returns end if none. */
+SL_HIDDEN uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms,
+                                uint64_t target);
+/* After damage at `bad`: the next offset at which a valid record starts
+** (from the index), or end. */
+SL_HIDDEN uint64_t sl__seg_resync(sl_seg *g, uint64_t bad, uint64_t end,
+                                  uint64_t after_seq);
+/* Count records and payload bytes in [SL_SEG_HDR, end) by hopping. */
+SL_HIDDEN void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
+                             uint64_t *payload);
+
+/* ---- Shards (shard.c) --------------------------------------------------- */
+#define SL_NO_SHARD UINT32_MAX
+
+struct sl_shard {
+    /* identity and lineage (immutable while the stream is open) */
+    uint32_t index;
+    char id[SL_SHARD_ID_LEN + 1];
+    sl_u128 start, end;
+    bool open;
+    uint32_t parent, adjacent;
+    uint64_t start_seq, end_seq;
+    char *dir;
+    sl_stream *s;
+
+    /* append lock: the writer's state of this shard */
+    pthread_mutex_t lock;
+    sl_seg *active;                   /* current segment or NULL */
+    uint64_t next_ordinal;            /* ordinal of the next new segment */
+    uint64_t last_seq;                /* last committed in this shard */
+    int64_t last_ms;                  /* clamp for arrival times */
+
+    /* segment list, oldest first; seglock guards the array and mappings */
+    pthread_mutex_t seglock;
+    sl_seg **segs;
+    size_t nseg, capseg;
+
+    /* wake-up slot in the stream's WAKE file: {u32 notify, u32 waiters} */
+    uint32_t *wake;
+
+    /* group commit */
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    bool syncing;
+    uint64_t durable_seq;
+};
+
+/* One record to append (validated, routed). */
+typedef struct sl_pending {
+    const char *key;
+    uint32_t klen;
+    const void *data;
+    uint32_t dlen;
+    size_t entry;                     /* index in the caller's batch */
+} sl_pending;
+
+SL_HIDDEN int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index);
+SL_HIDDEN void sl__shard_destroy(sl_shard *sh);
+/* Load the shard's segments (writer: recover; reader: follow). */
+SL_HIDDEN int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive);
+/* Append n records under one lock acquisition.  seqs[i] receives each
+** record's sequence number; on failure at record k, records 0..k-1 are
+** committed, *done = k, and the error is returned. */
+SL_HIDDEN int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
+                               int64_t now_ms, uint64_t *seqs, size_t *done);
+/* ALWAYS mode: return once every record up to seq is durable. */
+SL_HIDDEN int sl__shard_wait_durable(sl_shard *sh, uint64_t seq);
+/* Make everything committed so far durable (interval thread, stream sync). */
+SL_HIDDEN int sl__shard_sync(sl_shard *sh);
+SL_HIDDEN void sl__shard_wake(sl_shard *sh);
+/* Reader helpers (take seglock internally). */
+/* Pin the segment with the smallest ordinal > after (NULL if none yet). */
+SL_HIDDEN int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out);
+SL_HIDDEN void sl__shard_put_seg(sl_shard *sh, sl_seg *g);
+/* Pin the oldest / newest / n-th segment; NULL if the shard has none. */
+SL_HIDDEN int sl__shard_first_seg(sl_shard *sh, sl_seg **out);
+SL_HIDDEN int sl__shard_last_seg(sl_shard *sh, sl_seg **out);
+/* Pin the segment holding the first record whose key (sequence number, or
+** arrival ms if by_ms) is >= target, and its offset (the visible end if no
+** such record yet: the tip).  *seg_out NULL if the shard has no segment. */
+SL_HIDDEN int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target,
+                             sl_seg **seg_out, uint64_t *off_out);
+/* Has g been sealed (possibly by another process's writer)? */
+SL_HIDDEN bool sl__shard_refresh_sealed(sl_shard *sh, sl_seg *g);
+SL_HIDDEN void sl__shard_counts(sl_shard *sh, uint64_t *records,
+                                uint64_t *payload);
+
+/* ---- Manifest (manifest.c) ---------------------------------------------- */
+typedef struct sl_mshard {
+    uint32_t index;
+    bool open;
+    sl_u128 start, end;
+    uint32_t parent, adjacent;        /* SL_NO_SHARD if none */
+    uint64_t start_seq, end_seq;      /* end_seq 0 while open */
+} sl_mshard;
+
+typedef struct sl_mtag {
+    char *key, *value;
+} sl_mtag;
+
+typedef struct sl_manifest {
+    uint64_t stream_id;
+    char name[SL_STREAM_NAME_MAX + 1];
+    int64_t created_ms;
+    uint64_t generation;
+    sl_stream_mode mode;
+    uint32_t retention_hours;
+    sl_encryption encryption;
+    char *kms_key_id;                 /* NULL if none */
+    uint32_t max_record_kib;
+    uint64_t segment_bytes;
+    sl_durability durability;
+    uint32_t sync_interval_ms;
+    size_t ntags;
+    sl_mtag *tags;
+    uint32_t next_shard_index;
+    size_t nshards;
+    sl_mshard *shards;
+} sl_manifest;
+
+#define SL_MANIFEST_FILE "MANIFEST"
+#define SL_MANIFEST_MAX (16u << 20)
+SL_HIDDEN int sl__manifest_encode(const sl_manifest *m, char **out,
+                                  size_t *len);
+/* Decode; SL_ECORRUPT with a message naming the line on any damage. */
+SL_HIDDEN int sl__manifest_decode(sl_manifest *m, const char *buf,
+                                  size_t len);
+SL_HIDDEN int sl__manifest_read(sl_manifest *m, const char *stream_dir);
+SL_HIDDEN int sl__manifest_write(const sl_manifest *m, const char *stream_dir);
+SL_HIDDEN void sl__manifest_free(sl_manifest *m);
+
+/* ---- Stream (stream.c) --------------------------------------------------
+** The struct is internal so that shard.c, producer.c and iterator.c can
+** reach the shared state. */
+#define SL_WAKE_FILE "WAKE"
+#define SL_WAKE_SLOTS 4096u
+#define SL_WAKE_SLOT_BYTES 64u
+#define SL_SEQ_FILE "SEQ"
+#define SL_LOCK_FILE "LOCK"
+
+struct sl_stream {
+    char *root, *dir;
+    sl_manifest man;
+    bool readonly;
+    sl_durability durability;
+    uint32_t sync_interval_ms;
+    sl_clock clock;
+    sl_report_fn report;
+    void *report_ctx;
+    uint64_t damage;                  /* reports so far (relaxed) */
+
+    pthread_mutex_t mu;               /* manifest, shard map */
+    sl_shard **shards;                /* by index; NULL for unknown */
+    size_t nshards;
+    sl_shard **route;                 /* open shards sorted by start */
+    size_t nroute;
+
+    int lock_fd;                      /* writer lock, -1 for readers */
+    uint8_t *wake_map;
+    bool wake_writable;
+
+    /* sequence numbers: next to issue, and the durable reservation ceiling
+    ** (every number below it may have been issued) */
+    _Atomic uint64_t next_seq;
+    _Atomic uint64_t seq_ceiling;
+    pthread_mutex_t seq_mu;
+    int seq_fd;
+    uint64_t seq_gen;
+    uint64_t seq_block;
+    int64_t seq_last_reserve_ms;
+
+    _Atomic int failed;               /* sticky SL_EIO after a failed sync */
+    char failmsg[256];                /* why (under mu) */
+    _Atomic int children;             /* open producers and iterators */
+
+    /* INTERVAL mode background sync */
+    pthread_t syncer;
+    bool syncer_running;
+    pthread_mutex_t syncer_mu;
+    pthread_cond_t syncer_cv;
+    bool syncer_stop;
+    bool syncer_inited;
+};
+
+static inline int64_t sl__now(sl_stream *s)
+{
+    return s->clock.now_ms(s->clock.ctx);
+}
+/* Take n consecutive sequence numbers (reserving durably when needed). */
+SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
+SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
+SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
+SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
+SL_HIDDEN void sl__stream_fail(sl_stream *s, int errnum, const char *what);
+SL_HIDDEN void sl__stream_report(sl_stream *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+SL_HIDDEN void sl__segctx_init(sl_segctx *c, sl_shard *sh);
+SL_HIDDEN void sl__report(const sl_segctx *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Kinesis-style "shardId-%012u". */
+SL_HIDDEN void sl__shard_id(char out[SL_SHARD_ID_LEN + 1], uint32_t index);
+SL_HIDDEN int sl__shard_id_parse(const char *id, uint32_t *index);
+SL_HIDDEN bool sl__name_valid(const char *name, size_t max);
+
+#endif /* SL_INTERNAL_H */

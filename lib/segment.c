@@ -1,0 +1,1014 @@
+/*
+** segment.c -- one segment file: preallocate, map, append, seal, recover.
+**
+** SEGMENT FILE FORMAT, version 1.  Little-endian; records 8-byte aligned.
+** The file is preallocated to file_bytes with fallocate (so a full disk is an
+** error when the segment is created, never a SIGBUS later); unused bytes are
+** zero.  Records grow up from the header, index entries grow down from the
+** trailer:
+**
+**   0        128                      tail          idx_low   file_bytes-128
+**   +--------+------------------------+----- free -----+---------+---------+
+**   | header | records ->             |                 | <-index | trailer |
+**   +--------+------------------------+-----------------+---------+---------+
+**
+** Header, immutable part (written once, before the file gets its name)
+**    0  u32 magic        0x47534C53 ("SLSG" as bytes)
+**    4  u16 version      1; another version is refused with SL_ECORRUPT
+**    6  u16 header_bytes 128
+**    8  u32 shard_index  N of shardId-N
+**   12  u32 flags        0 (reserved: encryption, compression)
+**   16  u64 ordinal      segment number in the shard, from 1; also the name
+**   24  u64 file_bytes   preallocated size, a multiple of 4096
+**   32  i64 created_ms   stream clock
+**   40  u64 stream_id    random id of the owning stream
+**   48  u64 reserved     0
+**   56  u64 hdr_xxh3     XXH3-64 of bytes 0..55
+** Header, mutable part: hints for readers and recovery, never trusted
+**   64  u64 commit_tail  end of the last committed record (store-release)
+**   72  u32 index_count  committed index entries (store-release)
+**   76  u32 state        0 ACTIVE, 1 SEALED (store-release after trailer)
+**   80  u64 synced_tail  a tail whose bytes were durable when written
+**   88  u32 synced_index index_count at that moment
+**   92  u32 writer_epoch bumped by every recovery (read-only followers)
+**   96  u64 synced_count records below synced_tail
+**  104  u64 synced_bytes their data + key bytes
+**  112  16 bytes reserved 0
+** Record (from offset 128, each padded with zeros to 8 bytes)
+**    0  u32 rec_bytes    40 + key_len + data_len (unpadded)
+**    4  u32 rec_flags    0 (reserved: encrypted, compressed)
+**    8  u64 seq          > the previous record's
+**   16  i64 arrival_ms   >= the previous record's (clamped by the writer)
+**   24  u16 key_len      1..1024 (partition key, UTF-8)
+**   26  u16 reserved     0
+**   28  u32 data_len
+**   32  key bytes, then data bytes
+**   32+key_len+data_len  u64 rec_xxh3: XXH3-64 of all the bytes before it
+** Index entry i (24 bytes at file_bytes - 128 - 24*(i+1)): {u64 seq,
+**   i64 arrival_ms, u64 offset} of the first record of the segment and then
+**   of the first record at or past 4096 bytes after the last indexed one,
+**   and of the first good record after damage.  Seeks by sequence number
+**   or time binary-search the segments, then the index, then hop < 4 KiB.
+** Trailer (128 bytes at file_bytes - 128; written when sealed)
+**    0  u32 magic        0x54464C53 ("SLFT")
+**    4  u32 index_count
+**    8  u64 record_count
+**   16  u64 first_seq    24 u64 last_seq
+**   32  i64 first_ms     40 i64 last_ms
+**   48  u64 data_end     the sealed tail
+**   56  u64 payload      data + key bytes of all records
+**   64  u64 index_xxh3   XXH3-64 of the index region (index_count * 24 B)
+**   72  48 bytes reserved 0
+**  120  u64 trailer_xxh3 XXH3-64 of trailer bytes 0..119
+**
+** Commit: frame the record (body, then its checksum), add its index entry,
+** store commit_tail, then index_count, with release ordering; readers load
+** them with acquire and never look past commit_tail, so they never see half
+** a record.  Committed bytes are never rewritten.
+**
+** Recovery (writer open) never trusts commit_tail.  It starts from the
+** synced hint when that hint checks out (hop from the last index entry
+** before it, verifying, and land exactly on it) -- so the cost is the
+** unsynced tail -- and otherwise from offset 128.  It verifies records
+** forward.  At the first bad or zero slot it asks the index whether any
+** valid record follows: if none, that is a torn tail and the segment ends
+** there; if one does, the bytes between are damage, reported with shard,
+** segment and offset, and the scan resumes at the next good record (the
+** segment is then sealed rather than appended to).  Opening reads only
+** headers and trailers of sealed segments; their index is checksummed when
+** first used and rebuilt in memory by a scan if it is damaged.
+*/
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SEG_MAGIC 0x47534C53u
+#define TRL_MAGIC 0x54464C53u
+#define SEG_VERSION 1u
+#define PREFAULT_WINDOW (2u << 20)
+
+static inline uint64_t idx_slot_off(uint64_t file_bytes, uint32_t i)
+{
+    return file_bytes - SL_SEG_TRAILER - (uint64_t)SL_IDX_ENTRY * (i + 1);
+}
+
+/* lowest byte of the index area when it holds n entries */
+static inline uint64_t idx_low_for(uint64_t file_bytes, uint32_t n)
+{
+    return file_bytes - SL_SEG_TRAILER - (uint64_t)SL_IDX_ENTRY * n;
+}
+
+static uint64_t max_index_entries(uint64_t file_bytes)
+{
+    return (file_bytes - SL_SEG_HDR - SL_SEG_TRAILER) / SL_IDX_ENTRY;
+}
+
+char *sl__seg_path(const char *shard_dir, uint64_t ordinal)
+{
+    char *p;
+    if (asprintf(&p, "%s/%016" PRIx64 ".seg", shard_dir, ordinal) < 0)
+        return NULL;
+    return p;
+}
+
+uint64_t sl__seg_bytes_for(uint64_t span, uint64_t configured)
+{
+    uint64_t need = SL_SEG_HDR + span + SL_IDX_ENTRY + SL_SEG_TRAILER;
+    uint64_t b = configured > need ? configured : need;
+    return (b + 4095) & ~(uint64_t)4095;
+}
+
+void sl__report(const sl_segctx *c, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->damage_count)
+        __atomic_fetch_add(c->damage_count, 1, __ATOMIC_RELAXED);
+    if (c->report) c->report(c->report_ctx, code, msg);
+}
+
+static void hdr_encode(uint8_t h[SL_SEG_HDR], const sl_segctx *c,
+                       uint64_t ordinal, uint64_t file_bytes)
+{
+    memset(h, 0, SL_SEG_HDR);
+    sl__st32(h + 0, SEG_MAGIC);
+    sl__st16(h + 4, SEG_VERSION);
+    sl__st16(h + 6, SL_SEG_HDR);
+    sl__st32(h + 8, c->shard_index);
+    sl__st64(h + 16, ordinal);
+    sl__st64(h + 24, file_bytes);
+    sl__st64(h + 32, (uint64_t)c->now_ms);
+    sl__st64(h + 40, c->stream_id);
+    sl__st64(h + 56, sl__xxh3(h, 56));
+}
+
+/* 0: valid; 1: damaged (quarantine); negative: hard error (future version) */
+static int hdr_check(const uint8_t h[SL_SEG_HDR], const sl_segctx *c,
+                     uint64_t ordinal, const char *path, char *why,
+                     size_t whylen)
+{
+    if (sl__ld32(h) != SEG_MAGIC) {
+        snprintf(why, whylen, "bad magic");
+        return 1;
+    }
+    if (sl__ld64(h + 56) != sl__xxh3(h, 56)) {
+        snprintf(why, whylen, "header checksum mismatch");
+        return 1;
+    }
+    uint16_t v = sl__ld16(h + 4);
+    if (v != SEG_VERSION)
+        return sl__err(SL_ECORRUPT,
+                       "%s: segment format version %u; this library reads "
+                       "version %u",
+                       path, v, SEG_VERSION);
+    uint64_t fb = sl__ld64(h + 24);
+    if (sl__ld16(h + 6) != SL_SEG_HDR || sl__ld32(h + 12) != 0 ||
+        sl__ld64(h + 48) != 0 || fb % 4096 != 0 ||
+        fb < SL_SEG_HDR + SL_SEG_TRAILER + 4096 || fb > (1ull << 40)) {
+        snprintf(why, whylen, "header fields out of range");
+        return 1;
+    }
+    if (sl__ld64(h + 16) != ordinal || sl__ld32(h + 8) != c->shard_index ||
+        sl__ld64(h + 40) != c->stream_id) {
+        snprintf(why, whylen,
+                 "header names another segment (ordinal %" PRIu64
+                 ", shard %u, stream %016" PRIx64 ")",
+                 sl__ld64(h + 16), sl__ld32(h + 8), sl__ld64(h + 40));
+        return 1;
+    }
+    return 0;
+}
+
+static void trailer_encode(uint8_t t[SL_SEG_TRAILER], const sl_seg *g,
+                           uint32_t nidx, uint64_t count, uint64_t payload,
+                           uint64_t first_seq, uint64_t last_seq,
+                           int64_t first_ms, int64_t last_ms, uint64_t end)
+{
+    memset(t, 0, SL_SEG_TRAILER);
+    sl__st32(t + 0, TRL_MAGIC);
+    sl__st32(t + 4, nidx);
+    sl__st64(t + 8, count);
+    sl__st64(t + 16, first_seq);
+    sl__st64(t + 24, last_seq);
+    sl__st64(t + 32, (uint64_t)first_ms);
+    sl__st64(t + 40, (uint64_t)last_ms);
+    sl__st64(t + 48, end);
+    sl__st64(t + 56, payload);
+    uint64_t ix = 0;
+    if (nidx && g->base)
+        ix = sl__xxh3(g->base + idx_slot_off(g->file_bytes, nidx - 1),
+                      (size_t)nidx * SL_IDX_ENTRY);
+    sl__st64(t + 64, ix);
+    sl__st64(t + 120, sl__xxh3(t, 120));
+}
+
+/* Validate a trailer read from disk and fill the summary. */
+static bool trailer_load(sl_seg *g, const uint8_t t[SL_SEG_TRAILER])
+{
+    if (sl__ld32(t) != TRL_MAGIC || sl__ld64(t + 120) != sl__xxh3(t, 120))
+        return false;
+    uint32_t nidx = sl__ld32(t + 4);
+    uint64_t end = sl__ld64(t + 48);
+    uint64_t count = sl__ld64(t + 8);
+    if (end < SL_SEG_HDR || end % 8 || nidx > max_index_entries(g->file_bytes) ||
+        end > idx_low_for(g->file_bytes, nidx) ||
+        (count == 0) != (end == SL_SEG_HDR) || (count > 0 && nidx == 0))
+        return false;
+    g->count = count;
+    g->first_seq = sl__ld64(t + 16);
+    g->last_seq = sl__ld64(t + 24);
+    g->first_ms = (int64_t)sl__ld64(t + 32);
+    g->last_ms = (int64_t)sl__ld64(t + 40);
+    g->payload = sl__ld64(t + 56);
+    g->data_end = end;
+    g->nidx = nidx;
+    g->tail = end;
+    atomic_store_explicit(&g->sealed, true, memory_order_release);
+    return true;
+}
+
+/* ---- mapping ------------------------------------------------------------ */
+
+static int map_fd(sl_seg *g, int fd, bool writable)
+{
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    void *p = sl__os.mmap(NULL, g->map_len, prot, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return sl__errno(sl__errno_code(errno), errno, "mapping %s", g->path);
+    g->base = p;
+    if (writable) {
+#ifdef MADV_HUGEPAGE
+        /* large page-cache folios: far fewer faults on sequential writes */
+        madvise(p, g->map_len, MADV_HUGEPAGE);
+#endif
+    }
+    return 0;
+}
+
+int sl__seg_map(sl_seg *g, const sl_segctx *c)
+{
+    (void)c;
+    if (g->base) return 0;
+    int fd = sl__os.open(g->path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        return sl__errno(errno == ENOENT ? SL_ENOTFOUND : SL_EIO, errno,
+                         "opening %s", g->path);
+    int rc = map_fd(g, fd, false);
+    sl__os.close(fd);
+    return rc;
+}
+
+void sl__seg_unmap(sl_seg *g)
+{
+    if (g->base) {
+        sl__os.munmap(g->base, g->map_len);
+        g->base = NULL;
+    }
+}
+
+void sl__seg_free(sl_seg *g)
+{
+    if (!g) return;
+    sl__seg_unmap(g);
+    free(g->mem_idx);
+    free(g->path);
+    free(g);
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
+                   uint64_t ordinal, uint64_t file_bytes)
+{
+    *out = NULL;
+    sl_seg *g = calloc(1, sizeof *g);
+    char *tmp = NULL;
+    int fd = -1, rc = 0;
+    if (!g || !(g->path = sl__seg_path(shard_dir, ordinal)) ||
+        asprintf(&tmp, "%s.tmp", g->path) < 0) {
+        tmp = NULL;
+        rc = sl__err(SL_ENOMEM, "allocating a segment");
+        goto fail;
+    }
+    g->ordinal = ordinal;
+    g->file_bytes = g->map_len = file_bytes;
+    g->writable = true;
+
+    fd = sl__os.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "creating %s", tmp);
+        goto fail;
+    }
+    if (sl__os.fallocate(fd, 0, 0, (off_t)file_bytes) != 0) {
+        int e = errno;
+        if (e == EOPNOTSUPP || e == ENOSYS) {
+            /* a filesystem without fallocate: write the zeros ourselves so
+            ** the blocks exist before they are mapped */
+            static const uint8_t zero[65536];
+            for (uint64_t o = 0; o < file_bytes && rc == 0; o += sizeof zero) {
+                size_t n = file_bytes - o < sizeof zero ? (size_t)(file_bytes - o)
+                                                        : sizeof zero;
+                if (sl__os_pwrite_all(fd, zero, n, (off_t)o) != 0)
+                    rc = sl__errno(sl__errno_code(errno), errno,
+                                   "preallocating %" PRIu64 " bytes for %s "
+                                   "segment %" PRIu64,
+                                   file_bytes, c->shard_id, ordinal);
+            }
+        } else {
+            rc = sl__errno(sl__errno_code(e), e,
+                           "preallocating %" PRIu64 " bytes for %s segment "
+                           "%" PRIu64,
+                           file_bytes, c->shard_id, ordinal);
+        }
+        if (rc) goto fail;
+    }
+    uint8_t h[SL_SEG_HDR];
+    hdr_encode(h, c, ordinal, file_bytes);
+    if (sl__os_pwrite_all(fd, h, sizeof h, 0) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp);
+        goto fail;
+    }
+    if (c->durable && sl__os.fdatasync(fd) != 0) {
+        rc = sl__errno(SL_EIO, errno, "syncing %s", tmp);
+        goto fail;
+    }
+    if ((rc = map_fd(g, fd, true)) != 0) goto fail;
+    if (sl__os.rename(tmp, g->path) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "renaming %s", tmp);
+        goto fail;
+    }
+    if (c->durable && sl__os_fsync_dir(shard_dir) != 0) {
+        /* the file exists under its name; the caller treats it as created
+        ** but the stream as failed */
+        rc = sl__errno(SL_EIO, errno, "syncing directory %s", shard_dir);
+        sl__os.close(fd);
+        fd = -1;
+        sl__os.unlink(g->path);
+        goto fail;
+    }
+    sl__os.close(fd);
+    free(tmp);
+    g->tail = SL_SEG_HDR;
+    g->idx_low = file_bytes - SL_SEG_TRAILER;
+    g->next_idx_off = SL_SEG_HDR;
+    g->prefault_end = SL_SEG_HDR;
+    g->users = 1;                                   /* the writer's pin */
+    *out = g;
+    return 0;
+fail:
+    if (fd >= 0) {
+        sl__os.close(fd);
+        sl__os.unlink(tmp);
+    }
+    free(tmp);
+    sl__seg_free(g);
+    return rc;
+}
+
+/* ---- writer: append, publish, seal, sync -------------------------------- */
+
+void sl__seg_prefault(sl_seg *g, uint64_t upto)
+{
+#ifdef MADV_POPULATE_WRITE
+    if (upto + PREFAULT_WINDOW / 4 <= g->prefault_end) return;
+    uint64_t from = g->prefault_end & ~(uint64_t)4095;
+    uint64_t to = (upto + PREFAULT_WINDOW) & ~(uint64_t)4095;
+    if (to > g->idx_low) to = g->idx_low & ~(uint64_t)4095;
+    if (to <= from) {
+        g->prefault_end = g->file_bytes;
+        return;
+    }
+    if (madvise(g->base + from, to - from, MADV_POPULATE_WRITE) != 0 &&
+        (errno == EINVAL || errno == ENOSYS)) {
+        g->prefault_end = g->file_bytes;           /* kernel < 5.14 */
+        return;
+    }
+    g->prefault_end = to;
+#else
+    (void)upto;
+    g->prefault_end = g->file_bytes;
+#endif
+}
+
+void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
+                    uint32_t klen, const void *data, uint32_t dlen)
+{
+    uint64_t off = g->tail, span = sl__rec_span(klen, dlen);
+    if (SL_UNLIKELY(off + span > g->prefault_end)) sl__seg_prefault(g, off + span);
+    sl__rec_write(g->base + off, seq, ms, key, klen, data, dlen);
+    if (off >= g->next_idx_off) {
+        uint8_t *e = g->base + idx_slot_off(g->file_bytes, g->nidx);
+        sl__st64(e, seq);
+        sl__st64(e + 8, (uint64_t)ms);
+        sl__st64(e + 16, off);
+        g->nidx++;
+        g->idx_low -= SL_IDX_ENTRY;
+        g->next_idx_off = off + SL_IDX_STRIDE;
+    }
+    if (g->count == 0) {
+        g->first_seq = seq;
+        g->first_ms = ms;
+    }
+    g->last_seq = seq;
+    g->last_ms = ms;
+    g->count++;
+    g->payload += klen + dlen;
+    g->tail = off + span;
+}
+
+void sl__seg_publish(sl_seg *g)
+{
+    __atomic_store_n(sl__hdr64(g, SL_H_COMMIT_TAIL), g->tail, __ATOMIC_RELEASE);
+    __atomic_store_n(sl__hdr32(g, SL_H_INDEX_COUNT), g->nidx, __ATOMIC_RELEASE);
+}
+
+/* The recovery hints: a tail whose bytes are durable, with the index count,
+** record count and payload that go with it.  Only the writer stores them,
+** and only one sync runs per shard at a time. */
+static void store_sync_hints(sl_seg *g, const sl_segmark *m)
+{
+    __atomic_store_n(sl__hdr64(g, SL_H_SYNCED_TAIL), m->tail, __ATOMIC_RELAXED);
+    __atomic_store_n(sl__hdr32(g, SL_H_SYNCED_INDEX), m->nidx, __ATOMIC_RELAXED);
+    __atomic_store_n(sl__hdr64(g, SL_H_SYNCED_COUNT), m->count, __ATOMIC_RELAXED);
+    __atomic_store_n(sl__hdr64(g, SL_H_SYNCED_BYTES), m->payload, __ATOMIC_RELAXED);
+}
+
+void sl__seg_mark(const sl_seg *g, sl_segmark *m)
+{
+    m->tail = g->tail;
+    m->nidx = g->nidx;
+    m->count = g->count;
+    m->payload = g->payload;
+}
+
+int sl__seg_sync(sl_seg *g, const sl_segmark *m)
+{
+    if (sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
+        return sl__errno(SL_EIO, errno, "syncing %s", g->path);
+    /* The hints reach the disk with a later sync; whenever they do, the
+    ** bytes they describe are already durable. */
+    if (m->tail > __atomic_load_n(sl__hdr64(g, SL_H_SYNCED_TAIL), __ATOMIC_RELAXED))
+        store_sync_hints(g, m);
+    return 0;
+}
+
+int sl__seg_seal(sl_seg *g, const sl_segctx *c)
+{
+    uint8_t t[SL_SEG_TRAILER];
+    trailer_encode(t, g, g->nidx, g->count, g->payload, g->first_seq,
+                   g->last_seq, g->first_ms, g->last_ms, g->tail);
+    memcpy(g->base + g->file_bytes - SL_SEG_TRAILER, t, sizeof t);
+    sl__seg_publish(g);
+    if (c->durable && sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
+        return sl__errno(SL_EIO, errno, "syncing %s while sealing it",
+                         g->path);
+    g->data_end = g->tail;
+    g->idx_checked = true;
+    atomic_store_explicit(&g->sealed, true, memory_order_release);
+    __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_SEALED,
+                     __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* ---- scanning (recovery, damaged segments) ------------------------------ */
+
+typedef struct scan {
+    uint64_t off;                     /* next record */
+    uint64_t limit;                   /* records end before this */
+    uint64_t prev_seq;
+    int64_t prev_ms;
+    uint32_t nidx;
+    uint64_t next_idx_off;
+    uint64_t count, payload, first_seq, last_seq;
+    int64_t first_ms, last_ms;
+    bool damaged;
+    bool write_idx;                   /* rewrite entries in the mapping */
+    sl_idx *mem;                      /* or collect them here */
+    uint32_t nmem, capmem;
+    sl_idx *snap;                     /* index as found, for resync */
+    uint32_t nsnap;
+    bool snapped;
+} scan;
+
+static int scan_add_idx(sl_seg *g, scan *s, const sl_recview *v, uint64_t off)
+{
+    if (s->write_idx) {
+        uint8_t *e = g->base + idx_slot_off(g->file_bytes, s->nidx);
+        sl__st64(e, v->seq);
+        sl__st64(e + 8, (uint64_t)v->ms);
+        sl__st64(e + 16, off);
+    } else if (s->mem) {
+        if (s->nmem == s->capmem) {
+            uint32_t cap = s->capmem ? s->capmem * 2 : 64;
+            sl_idx *m = realloc(s->mem, cap * sizeof *m);
+            if (!m) return sl__err(SL_ENOMEM, "indexing %s", g->path);
+            s->mem = m;
+            s->capmem = cap;
+        }
+        s->mem[s->nmem++] = (sl_idx){v->seq, v->ms, off};
+    }
+    s->nidx++;
+    s->next_idx_off = off + SL_IDX_STRIDE;
+    return 0;
+}
+
+/* Copy the index area as found, slot 0 down, until an empty or impossible
+** entry.  Used to tell a torn tail (nothing valid follows) from damage. */
+static int snapshot_index(sl_seg *g, scan *s)
+{
+    s->snapped = true;
+    uint64_t max = max_index_entries(g->file_bytes);
+    for (uint32_t i = 0; i < max; i++) {
+        uint64_t o = idx_slot_off(g->file_bytes, i);
+        if (o + SL_IDX_ENTRY > g->map_len) break;
+        sl_idx e = {sl__ld64(g->base + o), (int64_t)sl__ld64(g->base + o + 8),
+                    sl__ld64(g->base + o + 16)};
+        if (e.seq == 0 || e.off < SL_SEG_HDR || e.off % 8 || e.off >= o) break;
+        if (s->nsnap % 256 == 0) {
+            sl_idx *n = realloc(s->snap, (s->nsnap + 256) * sizeof *n);
+            if (!n) return sl__err(SL_ENOMEM, "indexing %s", g->path);
+            s->snap = n;
+        }
+        s->snap[s->nsnap++] = e;
+    }
+    return 0;
+}
+
+/* The first indexed record after `bad` that is valid and continues the
+** sequence; 0 if none (then `bad` is simply the end). */
+static uint64_t scan_resync(sl_seg *g, scan *s, uint64_t bad)
+{
+    for (uint32_t i = 0; i < s->nsnap; i++) {
+        const sl_idx *e = &s->snap[i];
+        if (e->off <= bad || e->off >= s->limit) continue;
+        sl_recview v;
+        if (sl__rec_parse(g->base + e->off, s->limit - e->off, true, &v) ==
+                SL_REC_OK &&
+            v.seq == e->seq && v.ms == e->ms && v.seq > s->prev_seq &&
+            v.ms >= s->prev_ms)
+            return e->off;
+    }
+    return 0;
+}
+
+/* Verify records forward from s->off.  Stops at the end of valid data. */
+static int scan_run(sl_seg *g, const sl_segctx *c, scan *s)
+{
+    for (;;) {
+        uint64_t off = s->off;
+        uint64_t idx_low = idx_low_for(g->file_bytes, s->nidx);
+        uint64_t need_idx = off >= s->next_idx_off ? SL_IDX_ENTRY : 0;
+        uint64_t lim = idx_low < s->limit ? idx_low : s->limit;
+        sl_recview v;
+        int r = SL_REC_END;
+        if (off + need_idx < lim)
+            r = sl__rec_parse(g->base + off, lim - need_idx - off, true, &v);
+        if (r == SL_REC_OK && (v.seq <= s->prev_seq || v.ms < s->prev_ms))
+            r = SL_REC_BAD;
+        if (r != SL_REC_OK) {
+            if (off + need_idx >= lim) return 0;    /* segment full */
+            if (!s->snapped && snapshot_index(g, s) != 0) return SL_ENOMEM;
+            uint64_t next = scan_resync(g, s, off);
+            if (!next) return 0;                    /* the end */
+            sl__report(c, SL_ECORRUPT,
+                       "%s segment %016" PRIx64 ": damaged records at "
+                       "offset %" PRIu64 "..%" PRIu64 " (after sequence "
+                       "number %" PRIu64 ") skipped",
+                       c->shard_id, g->ordinal, off, next, s->prev_seq);
+            s->damaged = true;
+            s->off = next;
+            s->next_idx_off = next;                 /* index the resync point */
+            continue;
+        }
+        if (off >= s->next_idx_off) {
+            int rc = scan_add_idx(g, s, &v, off);
+            if (rc) return rc;
+        }
+        if (s->count == 0) {
+            s->first_seq = v.seq;
+            s->first_ms = v.ms;
+        }
+        s->last_seq = v.seq;
+        s->last_ms = v.ms;
+        s->count++;
+        s->payload += v.klen + v.dlen;
+        s->prev_seq = v.seq;
+        s->prev_ms = v.ms;
+        s->off = off + v.span;
+    }
+}
+
+/* Start from the synced hint if it checks out; otherwise from the top. */
+static void scan_start(sl_seg *g, scan *s)
+{
+    s->off = SL_SEG_HDR;
+    s->next_idx_off = SL_SEG_HDR;
+    s->prev_seq = 0;
+    s->prev_ms = INT64_MIN;
+    uint64_t ht = sl__ld64(g->base + SL_H_SYNCED_TAIL);
+    uint32_t hn = sl__ld32(g->base + SL_H_SYNCED_INDEX);
+    uint64_t hc = sl__ld64(g->base + SL_H_SYNCED_COUNT);
+    uint64_t hp = sl__ld64(g->base + SL_H_SYNCED_BYTES);
+    if (ht <= SL_SEG_HDR || ht % 8 || hn == 0 || hn > max_index_entries(g->file_bytes) ||
+        ht > idx_low_for(g->file_bytes, hn) || ht > s->limit || hc == 0)
+        return;
+    uint64_t eo = idx_slot_off(g->file_bytes, hn - 1);
+    sl_idx e = {sl__ld64(g->base + eo), (int64_t)sl__ld64(g->base + eo + 8),
+                sl__ld64(g->base + eo + 16)};
+    if (e.off < SL_SEG_HDR || e.off >= ht || e.off % 8) return;
+    /* hop from the entry to the hint, verifying every record */
+    uint64_t off = e.off, prev = 0, n = 0;
+    int64_t pms = INT64_MIN;
+    sl_recview v = {0};
+    while (off < ht) {
+        if (sl__rec_parse(g->base + off, ht - off, true, &v) != SL_REC_OK ||
+            v.seq <= prev || v.ms < pms || (off == e.off && (v.seq != e.seq || v.ms != e.ms)))
+            return;
+        prev = v.seq;
+        pms = v.ms;
+        off += v.span;
+        n++;
+    }
+    if (off != ht) return;
+    s->off = ht;
+    s->nidx = hn;
+    s->next_idx_off = e.off + SL_IDX_STRIDE;
+    s->prev_seq = prev;
+    s->prev_ms = pms;
+    s->count = hc;
+    s->payload = hp;
+    s->last_seq = prev;
+    s->last_ms = pms;
+    /* the first record never moves */
+    sl_recview f;
+    if (sl__rec_parse(g->base + SL_SEG_HDR, ht - SL_SEG_HDR, false, &f) == SL_REC_OK) {
+        s->first_seq = f.seq;
+        s->first_ms = f.ms;
+    }
+    (void)n;
+}
+
+static void scan_apply(sl_seg *g, const scan *s)
+{
+    g->tail = s->off;
+    g->nidx = s->nidx;
+    g->idx_low = idx_low_for(g->file_bytes, s->nidx);
+    g->next_idx_off = s->next_idx_off;
+    g->count = s->count;
+    g->payload = s->payload;
+    g->first_seq = s->first_seq;
+    g->last_seq = s->last_seq;
+    g->first_ms = s->first_ms;
+    g->last_ms = s->last_ms;
+}
+
+/* Writer recovery of an unsealed segment (mapped read-write). */
+static int recover_writer(sl_seg *g, const sl_segctx *c, bool last)
+{
+    scan s = {0};
+    s.limit = g->file_bytes - SL_SEG_TRAILER;
+    s.write_idx = true;
+    if (last) scan_start(g, &s);
+    else {
+        s.off = s.next_idx_off = SL_SEG_HDR;
+        s.prev_ms = INT64_MIN;
+    }
+    int rc = scan_run(g, c, &s);
+    free(s.snap);
+    if (rc) return rc;
+    scan_apply(g, &s);
+    /* zero what a torn append left after the tail (tidiness: recovery does
+    ** not depend on it, as stale records fail the sequence check) */
+    uint64_t z = g->tail, zl = g->idx_low;
+    while (z + 8 <= zl && sl__ld64(g->base + z) != 0) {
+        sl__st64(g->base + z, 0);
+        z += 8;
+    }
+    /* index slots past the rebuilt ones may hold stale entries: clear the
+    ** next one so a later snapshot stops there */
+    if (g->idx_low >= g->tail + SL_IDX_ENTRY)
+        memset(g->base + g->idx_low - SL_IDX_ENTRY, 0, SL_IDX_ENTRY);
+    __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_ACTIVE, __ATOMIC_RELAXED);
+    /* a hint past the recovered tail is garbage: drop it */
+    if (sl__ld64(g->base + SL_H_SYNCED_TAIL) > g->tail) {
+        sl_segmark none = {SL_SEG_HDR, 0, 0, 0};
+        store_sync_hints(g, &none);
+    }
+    __atomic_fetch_add(sl__hdr32(g, SL_H_WRITER_EPOCH), 1, __ATOMIC_RELEASE);
+    sl__seg_publish(g);
+    if (!last || s.damaged) return sl__seg_seal(g, c);
+    return 0;
+}
+
+/* Read-only: find the valid end of an unsealed segment without writing. */
+static int recover_reader(sl_seg *g, const sl_segctx *c, bool want_index)
+{
+    scan s = {0};
+    s.limit = g->map_len < g->file_bytes - SL_SEG_TRAILER
+                  ? g->map_len & ~(uint64_t)7
+                  : g->file_bytes - SL_SEG_TRAILER;
+    s.off = s.next_idx_off = SL_SEG_HDR;
+    s.prev_ms = INT64_MIN;
+    if (want_index) {
+        s.mem = malloc(64 * sizeof *s.mem);
+        s.capmem = s.mem ? 64 : 0;
+        if (!s.mem) return sl__err(SL_ENOMEM, "indexing %s", g->path);
+    }
+    int rc = scan_run(g, c, &s);
+    free(s.snap);
+    if (rc) {
+        free(s.mem);
+        return rc;
+    }
+    scan_apply(g, &s);
+    if (want_index) {
+        free(g->mem_idx);
+        g->mem_idx = s.mem;
+        g->mem_nidx = s.nmem;
+        g->idx_checked = true;
+    }
+    return 0;
+}
+
+/* ---- open --------------------------------------------------------------- */
+
+static void quarantine(const sl_segctx *c, const char *path, bool writer,
+                       const char *why)
+{
+    if (writer) {
+        char *q;
+        if (asprintf(&q, "%s.corrupt", path) >= 0) {
+            sl__os.rename(path, q);
+            free(q);
+        }
+    }
+    sl__report(c, SL_ECORRUPT, "%s: %s; segment %s", path, why,
+               writer ? "quarantined as .corrupt" : "skipped");
+}
+
+int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
+                 uint64_t ordinal, bool writer, bool last, bool writer_alive)
+{
+    *out = NULL;
+    int fd = sl__os.open(path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0;     /* raced with a rename: gone */
+        return sl__errno(SL_EIO, errno, "opening %s", path);
+    }
+    int rc = 0;
+    sl_seg *g = NULL;
+    struct stat st;
+    uint8_t h[SL_SEG_HDR];
+    char why[160];
+    if (fstat(fd, &st) != 0) {
+        rc = sl__errno(SL_EIO, errno, "stat %s", path);
+        goto out;
+    }
+    if (st.st_size < (off_t)SL_SEG_HDR) {
+        quarantine(c, path, writer, "file shorter than a segment header");
+        goto out;
+    }
+    if (sl__os_pread_all(fd, h, sizeof h, 0) != 0) {
+        rc = sl__errno(SL_EIO, errno, "reading %s", path);
+        goto out;
+    }
+    int hc = hdr_check(h, c, ordinal, path, why, sizeof why);
+    if (hc < 0) {
+        rc = hc;
+        goto out;
+    }
+    if (hc > 0) {
+        quarantine(c, path, writer, why);
+        goto out;
+    }
+    if (!(g = calloc(1, sizeof *g)) || !(g->path = strdup(path))) {
+        rc = sl__err(SL_ENOMEM, "opening %s", path);
+        goto out;
+    }
+    g->ordinal = ordinal;
+    g->durable = true;                  /* on disk before this process */
+    g->file_bytes = sl__ld64(h + 24);
+    g->map_len = g->file_bytes;
+    if ((uint64_t)st.st_size < g->file_bytes) {
+        sl__report(c, SL_ECORRUPT,
+                   "%s segment %016" PRIx64 ": file truncated to %lld of %" PRIu64
+                   " bytes; records past the cut are lost",
+                   c->shard_id, ordinal, (long long)st.st_size, g->file_bytes);
+        if (writer) {
+            if (sl__os.fallocate(fd, 0, 0, (off_t)g->file_bytes) != 0) {
+                rc = sl__errno(sl__errno_code(errno), errno,
+                               "re-extending truncated %s", path);
+                goto out;
+            }
+        } else {
+            g->map_len = (uint64_t)st.st_size;
+        }
+    }
+    /* a trailer that checks out makes the segment sealed */
+    if (g->map_len == g->file_bytes) {
+        uint8_t t[SL_SEG_TRAILER];
+        if (sl__os_pread_all(fd, t, sizeof t,
+                             (off_t)(g->file_bytes - SL_SEG_TRAILER)) != 0) {
+            rc = sl__errno(SL_EIO, errno, "reading %s", path);
+            goto out;
+        }
+        if (trailer_load(g, t)) goto done;
+        if (sl__ld32(h + SL_H_STATE) == SL_STATE_SEALED && !last)
+            sl__report(c, SL_ECORRUPT,
+                       "%s segment %016" PRIx64 ": trailer damaged; "
+                       "rebuilding its index by a scan",
+                       c->shard_id, ordinal);
+    }
+    if (writer) {
+        g->writable = true;
+        if ((rc = map_fd(g, fd, true)) != 0) goto out;
+        if ((rc = recover_writer(g, c, last)) != 0) goto out;
+        if (atomic_load(&g->sealed)) {
+            sl__seg_unmap(g);
+        } else {
+            g->users = 1;                           /* the writer's pin */
+            g->prefault_end = g->tail;
+        }
+    } else {
+        if ((rc = map_fd(g, fd, false)) != 0) goto out;
+        if (last && writer_alive) {
+            /* follow the live writer's commit_tail */
+        } else if (last) {
+            if ((rc = recover_reader(g, c, false)) != 0) goto out;
+            g->ro_cap = g->tail;
+            g->ro_epoch = __atomic_load_n(sl__hdr32(g, SL_H_WRITER_EPOCH),
+                                          __ATOMIC_ACQUIRE);
+        } else {
+            if ((rc = recover_reader(g, c, true)) != 0) goto out;
+            g->data_end = g->tail;
+            atomic_store_explicit(&g->sealed, true, memory_order_release);
+        }
+        sl__seg_unmap(g);
+    }
+done:
+    *out = g;
+    g = NULL;
+out:
+    sl__os.close(fd);
+    sl__seg_free(g);
+    return rc;
+}
+
+/* ---- reader side -------------------------------------------------------- */
+
+bool sl__seg_is_sealed(sl_seg *g)
+{
+    return atomic_load_explicit(&g->sealed, memory_order_acquire);
+}
+
+bool sl__seg_refresh_sealed(sl_seg *g)
+{
+    if (atomic_load_explicit(&g->sealed, memory_order_acquire)) return true;
+    if (!g->base || g->writable) return false;
+    /* another process's writer sealed it: load the trailer it wrote */
+    if (__atomic_load_n(sl__hdr32(g, SL_H_STATE), __ATOMIC_ACQUIRE) !=
+        SL_STATE_SEALED)
+        return false;
+    if (g->map_len < g->file_bytes) return false;
+    uint8_t t[SL_SEG_TRAILER];
+    memcpy(t, g->base + g->file_bytes - SL_SEG_TRAILER, sizeof t);
+    return trailer_load(g, t);
+}
+
+uint64_t sl__seg_visible_end(sl_seg *g)
+{
+    if (atomic_load_explicit(&g->sealed, memory_order_acquire))
+        return g->data_end;
+    uint64_t t = __atomic_load_n(sl__hdr64(g, SL_H_COMMIT_TAIL), __ATOMIC_ACQUIRE);
+    if (g->ro_cap &&
+        __atomic_load_n(sl__hdr32(g, SL_H_WRITER_EPOCH), __ATOMIC_ACQUIRE) ==
+            g->ro_epoch &&
+        t > g->ro_cap)
+        t = g->ro_cap;
+    uint64_t lim = g->map_len < g->file_bytes - SL_SEG_TRAILER
+                       ? g->map_len
+                       : g->file_bytes - SL_SEG_TRAILER;
+    if (t > lim || t % 8) t = t > lim ? lim & ~(uint64_t)7 : t & ~(uint64_t)7;
+    return t < SL_SEG_HDR ? SL_SEG_HDR : t;
+}
+
+void sl__seg_index_check(sl_seg *g, const sl_segctx *c)
+{
+    if (g->idx_checked || !atomic_load(&g->sealed)) return;
+    g->idx_checked = true;
+    if (g->mem_idx || g->map_len < g->file_bytes) return;
+    uint8_t t[SL_SEG_TRAILER];
+    memcpy(t, g->base + g->file_bytes - SL_SEG_TRAILER, sizeof t);
+    uint64_t want = sl__ld64(t + 64);
+    uint64_t got = g->nidx ? sl__xxh3(g->base + idx_slot_off(g->file_bytes, g->nidx - 1),
+                                      (size_t)g->nidx * SL_IDX_ENTRY)
+                           : 0;
+    if (got == want) return;
+    sl__report(c, SL_ECORRUPT,
+               "%s segment %016" PRIx64 ": index checksum mismatch; "
+               "rebuilding it by a scan",
+               c->shard_id, g->ordinal);
+    uint64_t end = g->data_end;
+    if (recover_reader(g, c, true) == 0) g->data_end = end;
+}
+
+uint32_t sl__seg_index_count(sl_seg *g, uint64_t end)
+{
+    (void)end;
+    if (g->mem_idx) return g->mem_nidx;
+    if (atomic_load_explicit(&g->sealed, memory_order_acquire)) return g->nidx;
+    uint32_t n = __atomic_load_n(sl__hdr32(g, SL_H_INDEX_COUNT), __ATOMIC_ACQUIRE);
+    uint64_t max = max_index_entries(g->file_bytes);
+    if (n > max) n = (uint32_t)max;
+    while (n && idx_slot_off(g->file_bytes, n - 1) + SL_IDX_ENTRY > g->map_len) n--;
+    return n;
+}
+
+sl_idx sl__seg_index_get(sl_seg *g, uint32_t i)
+{
+    if (g->mem_idx) return g->mem_idx[i];
+    const uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
+    return (sl_idx){sl__ld64(e), (int64_t)sl__ld64(e + 8), sl__ld64(e + 16)};
+}
+
+/* Does the index entry point at a record with its sequence number? */
+static bool entry_ok(sl_seg *g, const sl_idx *e, uint64_t end)
+{
+    sl_recview v;
+    return e->off >= SL_SEG_HDR && e->off < end && e->off % 8 == 0 &&
+           sl__rec_parse(g->base + e->off, end - e->off, false, &v) == SL_REC_OK &&
+           v.seq == e->seq;
+}
+
+uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target)
+{
+    uint32_t n = sl__seg_index_count(g, end);
+    /* largest entry whose key is < target (and that lies below end) */
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        sl_idx e = sl__seg_index_get(g, mid);
+        uint64_t k = by_ms ? (uint64_t)e.ms : e.seq;
+        bool less = by_ms ? (int64_t)k < (int64_t)target : k < target;
+        if (less && e.off < end) lo = mid + 1;
+        else hi = mid;
+    }
+    uint64_t off = SL_SEG_HDR;
+    for (uint32_t i = lo; i > 0; i--) {
+        sl_idx e = sl__seg_index_get(g, i - 1);
+        if (entry_ok(g, &e, end)) {
+            off = e.off;
+            break;
+        }
+    }
+    while (off < end) {
+        sl_recview v;
+        if (sl__rec_parse(g->base + off, end - off, false, &v) != SL_REC_OK)
+            return off;                 /* let the read report it */
+        bool ge = by_ms ? v.ms >= (int64_t)target : v.seq >= target;
+        if (ge) return off;
+        off += v.span;
+    }
+    return end;
+}
+
+uint64_t sl__seg_resync(sl_seg *g, uint64_t bad, uint64_t end,
+                        uint64_t after_seq)
+{
+    uint32_t n = sl__seg_index_count(g, end);
+    for (uint32_t i = 0; i < n; i++) {
+        sl_idx e = sl__seg_index_get(g, i);
+        if (e.off <= bad || e.off >= end) continue;
+        sl_recview v;
+        if (sl__rec_parse(g->base + e.off, end - e.off, true, &v) == SL_REC_OK &&
+            v.seq == e.seq && v.seq > after_seq)
+            return e.off;
+    }
+    return end;
+}
+
+void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
+                   uint64_t *payload)
+{
+    uint64_t off = SL_SEG_HDR, n = 0, p = 0;
+    while (off < end) {
+        sl_recview v;
+        if (sl__rec_parse(g->base + off, end - off, false, &v) != SL_REC_OK)
+            break;
+        n++;
+        p += v.klen + v.dlen;
+        off += v.span;
+    }
+    *records = n;
+    *payload = p;
+}

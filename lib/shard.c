@@ -1,0 +1,580 @@
+/*
+** shard.c -- one shard: its segment list, append and roll-over, group
+** commit, wake-ups, and the reader's way through its segments.
+**
+** Locks (order: lock > seglock > sync_mu; see internal.h for the rest):
+**   lock      the writer's state: active segment, its tail and index, the
+**             shard's last sequence number and arrival time.  Held for the
+**             length of an append (memcpy of the batch for this shard).
+**   seglock   the segment list and each segment's mapping and `users`
+**             count.  Held briefly when a reader moves between segments.
+**   sync_mu   group commit: `syncing` (one sync at a time) and
+**             `durable_seq`; waiters sleep on sync_cv.
+** Readers never take `lock`: they follow commit_tail in the mapping.
+**
+** Invariants: segments in `segs` are in ordinal order, all sealed except
+** possibly the last; the writer's active segment is the last and is always
+** mapped (the writer holds one of its `users`).  Sequence numbers and
+** arrival times never decrease along the list.
+*/
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void sl__segctx_init(sl_segctx *c, sl_shard *sh)
+{
+    sl_stream *s = sh->s;
+    c->stream_id = s->man.stream_id;
+    c->shard_index = sh->index;
+    c->shard_id = sh->id;
+    c->now_ms = sl__now(s);
+    c->durable = s->durability != SL_DURABILITY_NONE;
+    c->report = s->report;
+    c->report_ctx = s->report_ctx;
+    c->damage_count = &s->damage;
+}
+
+int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
+{
+    memset(sh, 0, sizeof *sh);
+    sh->s = s;
+    sh->index = index;
+    sl__shard_id(sh->id, index);
+    sh->parent = sh->adjacent = SL_NO_SHARD;
+    sh->next_ordinal = 1;
+    if (asprintf(&sh->dir, "%s/%s", s->dir, sh->id) < 0) {
+        sh->dir = NULL;
+        return sl__err(SL_ENOMEM, "allocating a shard");
+    }
+    pthread_mutex_init(&sh->lock, NULL);
+    pthread_mutex_init(&sh->seglock, NULL);
+    pthread_mutex_init(&sh->sync_mu, NULL);
+    pthread_cond_init(&sh->sync_cv, NULL);
+    if (s->wake_map)
+        sh->wake = (uint32_t *)(void *)(s->wake_map + (size_t)(index % SL_WAKE_SLOTS) *
+                                                  SL_WAKE_SLOT_BYTES);
+    return 0;
+}
+
+void sl__shard_destroy(sl_shard *sh)
+{
+    if (!sh->dir) return;
+    for (size_t i = 0; i < sh->nseg; i++) sl__seg_free(sh->segs[i]);
+    free(sh->segs);
+    free(sh->dir);
+    pthread_mutex_destroy(&sh->lock);
+    pthread_mutex_destroy(&sh->seglock);
+    pthread_mutex_destroy(&sh->sync_mu);
+    pthread_cond_destroy(&sh->sync_cv);
+    sh->dir = NULL;
+}
+
+/* ---- the segment list --------------------------------------------------- */
+
+static int list_push(sl_shard *sh, sl_seg *g)
+{
+    if (sh->nseg == sh->capseg) {
+        size_t cap = sh->capseg ? sh->capseg * 2 : 8;
+        sl_seg **n = realloc(sh->segs, cap * sizeof *n);
+        if (!n) return sl__err(SL_ENOMEM, "growing the segment list of %s", sh->id);
+        sh->segs = n;
+        sh->capseg = cap;
+    }
+    sh->segs[sh->nseg++] = g;
+    return 0;
+}
+
+/* An empty sealed segment carries the keys of the segment before it, so
+** that last keys never decrease along the list (seeks binary-search it). */
+static void carry_keys(sl_shard *sh, size_t from)
+{
+    for (size_t i = from; i < sh->nseg; i++) {
+        sl_seg *g = sh->segs[i];
+        if (g->count || !sl__seg_is_sealed(g)) continue;
+        const sl_seg *p = i ? sh->segs[i - 1] : NULL;
+        g->first_seq = g->last_seq = p ? p->last_seq : 0;
+        g->first_ms = g->last_ms = p ? p->last_ms : INT64_MIN;
+    }
+}
+
+static bool parse_seg_name(const char *name, uint64_t *ord, bool *corrupt,
+                           bool *tmp)
+{
+    size_t n = strlen(name);
+    if (n < 20 || memcmp(name + 16, ".seg", 4) != 0) return false;
+    const char *rest = name + 20;
+    *corrupt = !strcmp(rest, ".corrupt");
+    *tmp = !strcmp(rest, ".tmp");
+    if (*rest && !*corrupt && !*tmp) return false;
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = name[i];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0) return false;
+        v = (v << 4) | (uint64_t)d;
+    }
+    *ord = v;
+    return v > 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Ordinals of the segment files in the shard directory greater than
+** `after`, sorted.  The writer also removes leftover .tmp files. */
+static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
+                    size_t *n, uint64_t *max_seen)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(sh->dir);
+    if (!d) {
+        if (errno == ENOENT && !writer) return 0;   /* not created yet */
+        return sl__errno(errno == ENOENT ? SL_ECORRUPT : SL_EIO, errno,
+                         "opening shard directory %s", sh->dir);
+    }
+    size_t cap = 0;
+    uint64_t *v = NULL;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t ord;
+        bool corrupt, tmp;
+        if (!parse_seg_name(e->d_name, &ord, &corrupt, &tmp)) continue;
+        if (max_seen && ord > *max_seen) *max_seen = ord;
+        if (tmp) {
+            if (writer) {
+                char *p;
+                if (asprintf(&p, "%s/%s", sh->dir, e->d_name) >= 0) {
+                    sl__os.unlink(p);
+                    free(p);
+                }
+            }
+            continue;
+        }
+        if (corrupt || ord <= after) continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                rc = sl__err(SL_ENOMEM, "listing %s", sh->dir);
+                break;
+            }
+            v = nv;
+        }
+        v[(*n)++] = ord;
+    }
+    closedir(d);
+    if (rc) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    qsort(v, *n, sizeof *v, cmp_u64);
+    *out = v;
+    return 0;
+}
+
+int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
+{
+    uint64_t *ords, max_seen = 0;
+    size_t n;
+    int rc = list_dir(sh, 0, writer, &ords, &n, &max_seen);
+    if (rc) return rc;
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char *path = sl__seg_path(sh->dir, ords[i]);
+        sl_seg *g = NULL;
+        if (!path) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
+        else rc = sl__seg_open(&g, &c, path, ords[i], writer, i + 1 == n, writer_alive);
+        free(path);
+        if (rc == 0 && g && (rc = list_push(sh, g)) != 0) sl__seg_free(g);
+    }
+    free(ords);
+    if (rc) return rc;
+    carry_keys(sh, 0);
+    sh->next_ordinal = max_seen + 1;
+    for (size_t i = sh->nseg; i > 0; i--) {
+        sl_seg *g = sh->segs[i - 1];
+        if (g->count || !sl__seg_is_sealed(g)) {
+            sh->last_seq = g->last_seq;
+            sh->last_ms = g->last_ms;
+            break;
+        }
+    }
+    if (writer && sh->nseg && !sl__seg_is_sealed(sh->segs[sh->nseg - 1]))
+        sh->active = sh->segs[sh->nseg - 1];
+    return 0;
+}
+
+/* Followers: pick up segments another process's writer created since. */
+static int refresh_locked(sl_shard *sh)
+{
+    if (!sh->s->readonly) return 0;
+    uint64_t after = sh->nseg ? sh->segs[sh->nseg - 1]->ordinal : 0;
+    uint64_t *ords;
+    size_t n;
+    int rc = list_dir(sh, after, false, &ords, &n, NULL);
+    if (rc || n == 0) {
+        free(ords);
+        return rc;
+    }
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char *path = sl__seg_path(sh->dir, ords[i]);
+        sl_seg *g = NULL;
+        if (!path) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
+        else rc = sl__seg_open(&g, &c, path, ords[i], false, i + 1 == n, true);
+        free(path);
+        if (rc == 0 && g && (rc = list_push(sh, g)) != 0) sl__seg_free(g);
+    }
+    free(ords);
+    return rc;
+}
+
+/* Pin g: map it if needed, check its index once. Caller holds seglock. */
+static int pin_locked(sl_shard *sh, sl_seg *g)
+{
+    if (!g->base) {
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        int rc = sl__seg_map(g, &c);
+        if (rc) return rc;
+    }
+    if (!g->idx_checked && sl__seg_is_sealed(g)) {
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        sl__seg_index_check(g, &c);
+    }
+    g->users++;
+    return 0;
+}
+
+static void unpin_locked(sl_shard *sh, sl_seg *g)
+{
+    if (--g->users == 0 && g != sh->active) sl__seg_unmap(g);
+}
+
+void sl__shard_put_seg(sl_shard *sh, sl_seg *g)
+{
+    if (!g) return;
+    pthread_mutex_lock(&sh->seglock);
+    unpin_locked(sh, g);
+    pthread_mutex_unlock(&sh->seglock);
+}
+
+/* The pinned segment with the smallest ordinal > after (NULL if none). */
+int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&sh->seglock);
+    int rc = 0;
+    for (int pass = 0; pass < 2 && !*out && rc == 0; pass++) {
+        if (pass == 1 && (rc = refresh_locked(sh)) != 0) break;
+        for (size_t i = 0; i < sh->nseg; i++) {
+            if (sh->segs[i]->ordinal > after) {
+                if ((rc = pin_locked(sh, sh->segs[i])) == 0) *out = sh->segs[i];
+                break;
+            }
+        }
+        if (!sh->s->readonly) break;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    return rc;
+}
+
+int sl__shard_first_seg(sl_shard *sh, sl_seg **out)
+{
+    return sl__shard_get_seg(sh, 0, out);
+}
+
+int sl__shard_last_seg(sl_shard *sh, sl_seg **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&sh->seglock);
+    int rc = refresh_locked(sh);
+    if (rc == 0 && sh->nseg) {
+        sl_seg *g = sh->segs[sh->nseg - 1];
+        if ((rc = pin_locked(sh, g)) == 0) *out = g;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    return rc;
+}
+
+bool sl__shard_refresh_sealed(sl_shard *sh, sl_seg *g)
+{
+    if (sl__seg_is_sealed(g)) return true;
+    pthread_mutex_lock(&sh->seglock);
+    bool sealed = sl__seg_refresh_sealed(g);
+    if (sealed && !g->idx_checked) {
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        sl__seg_index_check(g, &c);
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    return sealed;
+}
+
+int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target, sl_seg **seg_out,
+                   uint64_t *off_out)
+{
+    *seg_out = NULL;
+    *off_out = SL_SEG_HDR;
+    pthread_mutex_lock(&sh->seglock);
+    int rc = refresh_locked(sh);
+    if (rc || sh->nseg == 0) {
+        pthread_mutex_unlock(&sh->seglock);
+        return rc;
+    }
+    /* the first segment whose last key is >= target; unsealed ones (only
+    ** the newest) count as +infinity */
+    size_t lo = 0, hi = sh->nseg;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        sl_seg *g = sh->segs[mid];
+        bool below;
+        if (!sl__seg_is_sealed(g)) below = false;
+        else if (by_ms) below = g->last_ms < (int64_t)target;
+        else below = g->last_seq < target;
+        if (below) lo = mid + 1;
+        else hi = mid;
+    }
+    sl_seg *g = sh->segs[lo < sh->nseg ? lo : sh->nseg - 1];
+    if ((rc = pin_locked(sh, g)) != 0) {
+        pthread_mutex_unlock(&sh->seglock);
+        return rc;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    uint64_t end = sl__seg_visible_end(g);
+    *off_out = lo < sh->nseg ? sl__seg_seek(g, end, by_ms, target) : end;
+    *seg_out = g;
+    return 0;
+}
+
+void sl__shard_counts(sl_shard *sh, uint64_t *records, uint64_t *payload)
+{
+    uint64_t r = 0, p = 0;
+    pthread_mutex_lock(&sh->lock);
+    pthread_mutex_lock(&sh->seglock);
+    for (size_t i = 0; i < sh->nseg; i++) {
+        sl_seg *g = sh->segs[i];
+        if (sl__seg_is_sealed(g) || g == sh->active) {
+            r += g->count;
+            p += g->payload;
+        } else if (pin_locked(sh, g) == 0) {
+            uint64_t nr, np;
+            sl__seg_count(g, sl__seg_visible_end(g), &nr, &np);
+            r += nr;
+            p += np;
+            unpin_locked(sh, g);
+        }
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    pthread_mutex_unlock(&sh->lock);
+    *records = r;
+    *payload = p;
+}
+
+/* ---- wake-ups ------------------------------------------------------------
+** Each shard has a slot {u32 notify, u32 waiters} in the stream's WAKE file,
+** shared by every process.  A waiter increments `waiters`, reads `notify`,
+** re-checks for data, and futex-waits on `notify`.  The writer publishes,
+** then (after a full fence) looks at `waiters` and only if someone waits
+** bumps `notify` and wakes them: no system call on the append path while
+** nobody waits. */
+void sl__shard_wake(sl_shard *sh)
+{
+    uint32_t *w = sh->wake;
+    if (!w || !sh->s->wake_writable) return;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (__atomic_load_n(&w[1], __ATOMIC_RELAXED) != 0) {
+        __atomic_fetch_add(&w[0], 1, __ATOMIC_SEQ_CST);
+        sl__futex_wake(&w[0]);
+    }
+}
+
+/* ---- append ------------------------------------------------------------- */
+
+/* Seal the active segment and start the next.  Caller holds lock. */
+static int roll(sl_shard *sh, uint64_t span)
+{
+    sl_stream *s = sh->s;
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    sl_seg *old = sh->active;
+    if (old) {
+        if (old->count == 0) {          /* carry keys (see carry_keys) */
+            old->first_seq = old->last_seq = sh->last_seq;
+            old->first_ms = old->last_ms = sh->last_ms;
+        }
+        int rc = sl__seg_seal(old, &c);
+        if (rc) {
+            sl__stream_fail(s, EIO, sl__errtext());
+            return rc;
+        }
+        if (c.durable) {
+            pthread_mutex_lock(&sh->sync_mu);
+            if (sh->durable_seq < old->last_seq) sh->durable_seq = old->last_seq;
+            pthread_cond_broadcast(&sh->sync_cv);
+            pthread_mutex_unlock(&sh->sync_mu);
+        }
+        pthread_mutex_lock(&sh->seglock);
+        old->durable = c.durable;
+        sh->active = NULL;
+        unpin_locked(sh, old);
+        pthread_mutex_unlock(&sh->seglock);
+        sl__shard_wake(sh);
+    }
+    sl_seg *g;
+    int rc = sl__seg_create(&g, &c, sh->dir, sh->next_ordinal,
+                            sl__seg_bytes_for(span, s->man.segment_bytes));
+    if (rc) {
+        if (rc == SL_EIO) sl__stream_fail(s, EIO, sl__errtext());
+        return rc;
+    }
+    sh->next_ordinal++;
+    pthread_mutex_lock(&sh->seglock);
+    rc = list_push(sh, g);
+    if (rc == 0) sh->active = g;
+    pthread_mutex_unlock(&sh->seglock);
+    if (rc) {
+        sl__os.unlink(g->path);
+        sl__seg_free(g);
+        return rc;
+    }
+    sl__shard_wake(sh);
+    return 0;
+}
+
+int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
+                     int64_t now_ms, uint64_t *seqs, size_t *done)
+{
+    sl_stream *s = sh->s;
+    size_t i = 0;
+    int rc;
+    pthread_mutex_lock(&sh->lock);
+    uint64_t first;
+    if ((rc = sl__stream_check_writable(s)) != 0 ||
+        (rc = sl__stream_take_seqs(s, n, &first)) != 0)
+        goto out;
+    int64_t ms = now_ms > sh->last_ms ? now_ms : sh->last_ms;
+    for (; i < n; i++) {
+        const sl_pending *r = &recs[i];
+        uint64_t span = sl__rec_span(r->klen, r->dlen);
+        sl_seg *g = sh->active;
+        if (SL_UNLIKELY(!g || !sl__seg_fits(g, span))) {
+            if (g && i) sl__seg_publish(g);
+            if ((rc = roll(sh, span)) != 0) break;
+            g = sh->active;
+        }
+        sl__seg_append(g, first + i, ms, r->key, r->klen, r->data, r->dlen);
+        seqs[i] = first + i;
+    }
+    if (i) {
+        sl__seg_publish(sh->active);
+        sh->last_seq = first + i - 1;
+        sh->last_ms = ms;
+    }
+out:
+    pthread_mutex_unlock(&sh->lock);
+    if (i) sl__shard_wake(sh);
+    *done = i;
+    return rc;
+}
+
+/* ---- durability --------------------------------------------------------- */
+
+/* One sync of the active segment; *upto: every record <= it is durable. */
+static int sync_active(sl_shard *sh, uint64_t *upto)
+{
+    sl_segmark m;
+    pthread_mutex_lock(&sh->lock);
+    sl_seg *g = sh->active;
+    *upto = sh->last_seq;
+    if (g) {
+        sl__seg_mark(g, &m);
+        pthread_mutex_lock(&sh->seglock);
+        g->users++;                     /* keep the mapping while we sync */
+        pthread_mutex_unlock(&sh->seglock);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (!g) return 0;                   /* sealed segments synced at seal */
+    int rc = sl__seg_sync(g, &m);
+    sl__shard_put_seg(sh, g);
+    if (rc) sl__stream_fail(sh->s, EIO, sl__errtext());
+    return rc;
+}
+
+int sl__shard_wait_durable(sl_shard *sh, uint64_t seq)
+{
+    int rc = 0;
+    pthread_mutex_lock(&sh->sync_mu);
+    while (sh->durable_seq < seq) {
+        if (atomic_load(&sh->s->failed)) {
+            rc = sl__err(SL_EIO, "%s: an earlier sync failed; the stream "
+                                 "takes no more writes", sh->id);
+            break;
+        }
+        if (sh->syncing) {
+            pthread_cond_wait(&sh->sync_cv, &sh->sync_mu);
+            continue;
+        }
+        sh->syncing = true;             /* lead this round */
+        pthread_mutex_unlock(&sh->sync_mu);
+        uint64_t upto = 0;
+        rc = sync_active(sh, &upto);
+        pthread_mutex_lock(&sh->sync_mu);
+        sh->syncing = false;
+        if (rc == 0 && upto > sh->durable_seq) sh->durable_seq = upto;
+        pthread_cond_broadcast(&sh->sync_cv);
+        if (rc) break;
+    }
+    pthread_mutex_unlock(&sh->sync_mu);
+    return rc;
+}
+
+int sl__shard_sync(sl_shard *sh)
+{
+    /* sealed segments that were not synced when sealed (NONE mode) */
+    int rc = 0;
+    for (;;) {
+        sl_seg *g = NULL;
+        pthread_mutex_lock(&sh->seglock);
+        for (size_t i = 0; i < sh->nseg && !g; i++) {
+            sl_seg *x = sh->segs[i];
+            if (!x->durable && sl__seg_is_sealed(x) && x->writable) {
+                if ((rc = pin_locked(sh, x)) == 0) g = x;
+                x->durable = true;      /* claimed; reset on failure */
+            }
+        }
+        pthread_mutex_unlock(&sh->seglock);
+        if (rc || !g) break;
+        if (sl__os.msync(g->base, g->map_len, MS_SYNC) != 0) {
+            rc = sl__errno(SL_EIO, errno, "syncing %s", g->path);
+            sl__stream_fail(sh->s, EIO, sl__errtext());
+        }
+        pthread_mutex_lock(&sh->seglock);
+        if (rc) g->durable = false;
+        unpin_locked(sh, g);
+        pthread_mutex_unlock(&sh->seglock);
+        if (rc) return rc;
+    }
+    if (rc) return rc;
+    pthread_mutex_lock(&sh->lock);
+    uint64_t last = sh->last_seq;
+    pthread_mutex_unlock(&sh->lock);
+    return sl__shard_wait_durable(sh, last);
+}
