@@ -32,7 +32,7 @@
 **   - Iterators are handles, not tokens, and do not expire.
 **   - Partition keys are C strings, so they cannot contain U+0000.  Their
 **     length is counted in UTF-16 code units, as Kinesis' Java front end and
-**     kinesalite count it (256 x U+1F642 is accepted, 129 x ... is not).
+**     kinesalite count it (128 x U+1F642 is accepted, 129 x U+1F642 is not).
 **
 ** HAZARDS
 **   - fork(): a child must not use handles inherited from its parent; it
@@ -255,8 +255,10 @@ typedef struct sl_open_opts {
 /* Create the stream cfg->name under root (root is created if missing, one
 ** level) and, if out is not NULL, open it for writing.  Creation is atomic:
 ** the stream appears whole or not at all.
-** @return 0, SL_EVALIDATION (a field breaks a rule; the message names it),
-**         SL_EINUSE (a stream of that name exists), SL_EIO, SL_ENOSPC.
+** @return 0, SL_EVALIDATION / SL_EINVAL / SL_ELIMIT (a field breaks a rule;
+**         the message names it and the limit), SL_EINUSE (a stream of that
+**         name exists), SL_ENOTFOUND (root's parent is missing), SL_EIO,
+**         SL_ENOSPC.
 ** Thread-safety: any thread. */
 SL_API int sl_stream_create(sl_stream **out, const char *root,
                             const sl_stream_config *cfg,
@@ -278,9 +280,10 @@ SL_API int sl_stream_open(sl_stream **out, const char *root, const char *name,
 
 /* Close a stream: stop its background thread, make everything durable if
 ** the durability mode is INTERVAL or ALWAYS, unmap, release the lock.
-** Accepts NULL.  Returns SL_EINUSE (and changes nothing) while producers or
-** iterators are open on it; SL_EIO if the final sync failed (the handle is
-** freed all the same). */
+** Accepts NULL.  Returns SL_EINUSE (and changes nothing; sl_errmsg(s) says
+** why) while producers or iterators are open on it; SL_EIO if the final
+** sync failed -- the handle is freed all the same, so that detail is in
+** sl_errmsg(NULL). */
 SL_API int sl_stream_close(sl_stream *s);
 
 /* Make every committed record durable now, whatever the durability mode.
@@ -452,8 +455,10 @@ typedef struct sl_read_result {
                                         with AFTER_SEQUENCE_NUMBER. */
 } sl_read_result;
 
-/* GetRecords: up to `limit` (1..10000) records and at most 10 MiB.  Zero
-** records is not the end of a shard: call again or sl_iter_wait.
+/* GetRecords: up to `limit` (1..10000) records and at most 10 MiB.  A read
+** steps across segment boundaries itself, so zero records means the
+** iterator has caught up with everything committed when it looked (more
+** than Kinesis promises); sl_iter_wait then blocks until there is more.
 ** A corrupt record is never returned: the call that meets it returns
 ** SL_ECORRUPT with the shard, segment and offset in sl_errmsg(it), after
 ** moving the iterator past the damage, so the next call goes on reading.
@@ -466,6 +471,11 @@ SL_API int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit,
 ** this or another process.
 ** @return 1 records are ready, 0 timed out, or a negative code. */
 SL_API int sl_iter_wait(sl_iter *it, int timeout_ms);
+
+/* Make a concurrent (or the next) sl_iter_wait on `it` return 0 at once,
+** e.g. to stop a follower thread.  The one function on an sl_iter that may
+** be called from another thread while the iterator is in use. */
+SL_API void sl_iter_cancel_wait(sl_iter *it);
 
 #ifdef __cplusplus
 }

@@ -135,15 +135,10 @@ void sl__hashkey_split(sl_u128 *start, sl_u128 *end, uint32_t i, uint32_t n)
     }
 }
 
-int sl__partition_key_check(const char *key, size_t *bytes)
+int sl__utf8_scan(const char *str, size_t *bytes, size_t *points, size_t *units)
 {
-    if (!key || !*key)
-        return sl__err(SL_EVALIDATION,
-                       "1 validation error detected: Value at "
-                       "'partitionKey' failed to satisfy constraint: Member "
-                       "must have length greater than or equal to 1");
-    const unsigned char *p = (const unsigned char *)key;
-    size_t units = 0, i = 0;
+    const unsigned char *p = (const unsigned char *)str;
+    size_t i = 0, np = 0, nu = 0;
     while (p[i]) {
         unsigned c = p[i], need, cp;
         if (c < 0x80) { cp = c; need = 0; }
@@ -160,21 +155,38 @@ int sl__partition_key_check(const char *key, size_t *bytes)
             (need == 3 && cp < 0x10000) || cp > 0x10FFFF ||
             (cp >= 0xD800 && cp <= 0xDFFF))
             goto bad;
-        units += cp >= 0x10000 ? 2 : 1;
+        np++;
+        nu += cp >= 0x10000 ? 2 : 1;
         i += need + 1;
-        if (units > SL_PARTITION_KEY_MAX)
-            return sl__err(SL_EVALIDATION,
-                           "1 validation error detected: Value at "
-                           "'partitionKey' failed to satisfy constraint: "
-                           "Member must have length less than or equal to "
-                           "%d (UTF-16 code units)",
-                           SL_PARTITION_KEY_MAX);
     }
     *bytes = i;
+    if (points) *points = np;
+    if (units) *units = nu;
     return 0;
 bad:
-    return sl__err(SL_EVALIDATION,
-                   "partition key is not valid UTF-8 (byte %zu)", i);
+    *bytes = i;
+    return -1;
+}
+
+int sl__partition_key_check(const char *key, size_t *bytes)
+{
+    size_t units = 0;
+    if (!key || !*key)
+        return sl__err(SL_EVALIDATION,
+                       "1 validation error detected: Value at "
+                       "'partitionKey' failed to satisfy constraint: Member "
+                       "must have length greater than or equal to 1");
+    if (sl__utf8_scan(key, bytes, NULL, &units) != 0)
+        return sl__err(SL_EVALIDATION,
+                       "partition key is not valid UTF-8 (byte %zu)", *bytes);
+    if (units > SL_PARTITION_KEY_MAX)
+        return sl__err(SL_EVALIDATION,
+                       "1 validation error detected: Value at 'partitionKey' "
+                       "failed to satisfy constraint: Member must have length "
+                       "less than or equal to %d (it has %zu UTF-16 code "
+                       "units)",
+                       SL_PARTITION_KEY_MAX, units);
+    return 0;
 }
 
 /* ---- MD5 ---------------------------------------------------------------- */
@@ -264,17 +276,17 @@ int sl_seq_parse(uint64_t *out, const char *s)
 {
     size_t n = s ? strlen(s) : 0;
     bool ok = out && n >= 1 && (s[0] != '0' || n == 1);
+    for (size_t i = 0; ok && i < n; i++) ok = s[i] >= '0' && s[i] <= '9';
     uint64_t v = 0;
     for (size_t i = 0; ok && i < n; i++) {
-        ok = s[i] >= '0' && s[i] <= '9';
-        if (ok && v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
+        if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10) {
             return sl__ret(NULL, sl__err(SL_EINVAL,
                                          "sequence number %.40s is out of "
                                          "range (shardlog sequence numbers "
                                          "are 64-bit)",
                                          s));
         }
-        if (ok) v = v * 10 + (uint64_t)(s[i] - '0');
+        v = v * 10 + (uint64_t)(s[i] - '0');
     }
     if (!ok)
         return sl__ret(NULL, sl__err(SL_EVALIDATION,

@@ -111,6 +111,11 @@ SL_HIDDEN char *sl__u128_format(char buf[40], sl_u128 v);
 /* Kinesis' even split of the hash key space into n shards, shard i. */
 SL_HIDDEN void sl__hashkey_split(sl_u128 *start, sl_u128 *end, uint32_t i,
                                  uint32_t n);
+/* Validate UTF-8 (no overlongs, surrogates or values past U+10FFFF) and
+** count code points and UTF-16 units.  -1 if invalid, *bytes then being the
+** offset of the bad sequence. */
+SL_HIDDEN int sl__utf8_scan(const char *s, size_t *bytes, size_t *points,
+                            size_t *units);
 /* Validate a partition key: well-formed UTF-8, 1..256 UTF-16 units.
 ** Returns 0 or SL_EVALIDATION with a message; *bytes = strlen. */
 SL_HIDDEN int sl__partition_key_check(const char *key, size_t *bytes);

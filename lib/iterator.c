@@ -29,6 +29,7 @@ struct sl_iter {
     sl_seg *seg;                      /* pinned; NULL before the first one */
     uint64_t off;
     uint64_t last_seq;                /* last returned (or the start bound) */
+    _Atomic bool cancel;              /* sl_iter_cancel_wait */
 };
 
 static void iter_free(sl_iter *it)
@@ -222,6 +223,17 @@ static int ready(sl_iter *it)
     return 1;
 }
 
+void sl_iter_cancel_wait(sl_iter *it)
+{
+    if (!it) return;
+    atomic_store(&it->cancel, true);
+    uint32_t *w = it->sh->wake;
+    if (w && it->s->wake_writable) {
+        __atomic_fetch_add(&w[0], 1, __ATOMIC_SEQ_CST);
+        sl__futex_wake(&w[0]);
+    }
+}
+
 int sl_iter_wait(sl_iter *it, int timeout_ms)
 {
     if (!it) return sl__ret(NULL, sl__err(SL_EINVAL, "iterator is NULL"));
@@ -229,6 +241,7 @@ int sl_iter_wait(sl_iter *it, int timeout_ms)
     uint32_t *w = it->sh->wake;
     bool futex = w && it->s->wake_writable;
     for (;;) {
+        if (atomic_exchange(&it->cancel, false)) return 0;
         int r = ready(it);
         if (r) return r < 0 ? sl__ret(it, r) : 1;
         int64_t left = deadline - sl__monotonic_ms();
@@ -244,7 +257,7 @@ int sl_iter_wait(sl_iter *it, int timeout_ms)
         __atomic_fetch_add(&w[1], 1, __ATOMIC_SEQ_CST);
         uint32_t v = __atomic_load_n(&w[0], __ATOMIC_SEQ_CST);
         r = ready(it);
-        if (!r) sl__futex_wait(&w[0], v, slice);
+        if (!r && !atomic_load(&it->cancel)) sl__futex_wait(&w[0], v, slice);
         /* leave, never taking the count below zero (a writer may have reset
         ** it while we slept) */
         uint32_t c = __atomic_load_n(&w[1], __ATOMIC_RELAXED);

@@ -220,7 +220,6 @@ static int parse_shard(dec *d, sl_manifest *m)
     t = tok(d);
     if (t && !strcmp(t, "OPEN")) s.open = true;
     else if (!t || strcmp(t, "CLOSED")) return bad(d, "bad shard state");
-    sl__errtext();
     if (sl__u128_parse(&s.start, tok(d)) != 0) return bad(d, "bad starting hash key");
     if (sl__u128_parse(&s.end, tok(d)) != 0) return bad(d, "bad ending hash key");
     t = tok(d);
@@ -255,10 +254,11 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen)
     if (!strcmp(key, "shard")) return parse_shard(d, m);
     if (!strcmp(key, "tag")) {
         if (m->ntags >= SL_TAGS_MAX) return bad(d, "more than 50 tags");
-        sl_mtag t;
+        sl_mtag t = {0};
         char *k = tok(d), *val = tok(d);
         if (!hex_str(k, &t.key) || !t.key || !hex_str(val, &t.value) || tok(d)) {
             free(t.key);
+            free(t.value);
             return bad(d, "bad tag");
         }
         sl_mtag *n = realloc(m->tags, (m->ntags + 1) * sizeof *n);
@@ -357,9 +357,12 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
     text[cl] = '\0';
     int rc = 0;
     unsigned seen = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line && rc == 0;
-         line = strtok_r(NULL, "\n", &save)) {
+    char *next = text;
+    while (rc == 0 && next && *next) {
+        char *line = next;
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        next = nl ? nl + 1 : NULL;
         d.line++;
         if (d.line == 1) {
             if (strcmp(line, "shardlog-manifest 1") != 0)

@@ -20,6 +20,7 @@
 struct sl_producer {
     sl_stream *s;
     sl_md5 *md5;
+    char msg1[MSG_MAX];               /* error text of the last single put */
     char (*msgs)[MSG_MAX];            /* per-entry error texts */
     sl_pending *pend;                 /* batch scratch, SL_BATCH_RECORDS_MAX */
     uint32_t *shard_of;
@@ -135,7 +136,8 @@ int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
         else {
             memset(res, 0, sizeof *res);
             res->error = rc;
-            res->error_message = sl_strerror(rc);
+            snprintf(p->msg1, sizeof p->msg1, "%s", sl__errtext());
+            res->error_message = p->msg1;
         }
     }
     return sl__ret(p, rc);

@@ -544,10 +544,30 @@ static int snapshot_index(sl_seg *g, scan *s)
     return 0;
 }
 
-/* The first indexed record after `bad` that is valid and continues the
-** sequence; 0 if none (then `bad` is simply the end). */
+/* If only the body of the record at `bad` is damaged, its header still
+** says where the next record starts: return that offset if a valid record
+** continuing the sequence is there, else 0. */
+static uint64_t skip_by_header(const sl_seg *g, uint64_t bad, uint64_t end,
+                               uint64_t after_seq, int64_t after_ms)
+{
+    sl_recview v, w;
+    if (sl__rec_parse(g->base + bad, end - bad, false, &v) != SL_REC_OK ||
+        v.seq <= after_seq || bad + v.span >= end)
+        return 0;
+    uint64_t next = bad + v.span;
+    if (sl__rec_parse(g->base + next, end - next, true, &w) != SL_REC_OK ||
+        w.seq <= v.seq || w.ms < after_ms)
+        return 0;
+    return next;
+}
+
+/* Where valid records resume after damage at `bad`: past the damaged record
+** if its header is intact, else the first indexed record that is valid and
+** continues the sequence; 0 if none (then `bad` is simply the end). */
 static uint64_t scan_resync(sl_seg *g, scan *s, uint64_t bad)
 {
+    uint64_t h = skip_by_header(g, bad, s->limit, s->prev_seq, s->prev_ms);
+    if (h) return h;
     for (uint32_t i = 0; i < s->nsnap; i++) {
         const sl_idx *e = &s->snap[i];
         if (e->off <= bad || e->off >= s->limit) continue;
@@ -985,6 +1005,8 @@ uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target)
 uint64_t sl__seg_resync(sl_seg *g, uint64_t bad, uint64_t end,
                         uint64_t after_seq)
 {
+    uint64_t h = skip_by_header(g, bad, end, after_seq, INT64_MIN);
+    if (h) return h;
     uint32_t n = sl__seg_index_count(g, end);
     for (uint32_t i = 0; i < n; i++) {
         sl_idx e = sl__seg_index_get(g, i);

@@ -181,7 +181,7 @@ static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
         *n = 0;
         return rc;
     }
-    qsort(v, *n, sizeof *v, cmp_u64);
+    if (*n) qsort(v, *n, sizeof *v, cmp_u64);
     *out = v;
     return 0;
 }

@@ -461,13 +461,8 @@ done:
     return rc;
 }
 
-static int open_common(sl_stream **out, const char *root, const char *name,
-                       const sl_open_opts *opts, bool created)
+static int opts_check(const sl_open_opts *opts)
 {
-    *out = NULL;
-    int rc;
-    if (!root) return sl__err(SL_EINVAL, "root is NULL");
-    if ((rc = name_check("streamName", name)) != 0) return rc;
     if (opts && opts->version != SL_OPEN_OPTS_VERSION)
         return sl__err(SL_EINVAL, "sl_open_opts.version is %u; this library "
                                   "knows version %u",
@@ -479,6 +474,17 @@ static int open_common(sl_stream **out, const char *root, const char *name,
                                        "durability mode", (int)opts->durability);
     if (opts && opts->clock && (opts->clock->version < 1 || !opts->clock->now_ms))
         return sl__err(SL_EINVAL, "sl_open_opts.clock has no now_ms or a bad version");
+    return 0;
+}
+
+static int open_common(sl_stream **out, const char *root, const char *name,
+                       const sl_open_opts *opts)
+{
+    *out = NULL;
+    int rc;
+    if (!root) return sl__err(SL_EINVAL, "root is NULL");
+    if ((rc = name_check("streamName", name)) != 0) return rc;
+    if ((rc = opts_check(opts)) != 0) return rc;
 
     sl_stream *s = calloc(1, sizeof *s);
     if (!s) return sl__err(SL_ENOMEM, "allocating a stream");
@@ -560,7 +566,6 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     if ((rc = seq_open(s, writer, max_seen)) != 0) goto fail;
     if (writer && s->durability == SL_DURABILITY_INTERVAL && (rc = syncer_start(s)) != 0)
         goto fail;
-    (void)created;
     *out = s;
     return 0;
 fail:
@@ -573,7 +578,7 @@ int sl_stream_open(sl_stream **out, const char *root, const char *name,
 {
     if (!out) return sl__ret(NULL, sl__err(SL_EINVAL, "out is NULL"));
     *out = NULL;
-    return sl__ret(NULL, open_common(out, root, name, opts, false));
+    return sl__ret(NULL, open_common(out, root, name, opts));
 }
 
 int sl_stream_sync(sl_stream *s)
@@ -611,28 +616,22 @@ int sl_stream_close(sl_stream *s)
 
 static int tag_check(const sl_tag *t, size_t i)
 {
-    size_t n;
     if (!t->key || !*t->key)
         return sl__err(SL_EINVAL, "tag %zu: key must have 1..%d characters", i, SL_TAG_KEY_MAX);
-    for (const char *which = t->key; which; which = which == t->key ? t->value : NULL) {
-        if (sl__partition_key_check(which, &n) != 0 && *which) {
-            return sl__err(SL_EINVAL, "tag %zu: %s is not valid UTF-8 or too long", i,
-                           which == t->key ? "key" : "value");
-        }
-        for (const unsigned char *p = (const unsigned char *)which; *p; p++)
+    const char *what[2] = {"key", "value"};
+    const char *str[2] = {t->key, t->value ? t->value : ""};
+    size_t max[2] = {SL_TAG_KEY_MAX, SL_TAG_VALUE_MAX};
+    for (int k = 0; k < 2; k++) {
+        size_t bytes, chars;
+        if (sl__utf8_scan(str[k], &bytes, &chars, NULL) != 0)
+            return sl__err(SL_EINVAL, "tag %zu: %s is not valid UTF-8 (byte %zu)", i, what[k], bytes);
+        if (chars > max[k])
+            return sl__err(SL_EINVAL, "tag %zu: %s has %zu characters; the limit is %zu", i,
+                           what[k], chars, max[k]);
+        for (const unsigned char *p = (const unsigned char *)str[k]; *p; p++)
             if (*p < 0x20 || *p == 0x7f)
-                return sl__err(SL_EINVAL, "tag %zu: %s holds a control character", i,
-                               which == t->key ? "key" : "value");
+                return sl__err(SL_EINVAL, "tag %zu: %s holds a control character", i, what[k]);
     }
-    /* lengths in characters (code points) */
-    size_t kc = 0, vc = 0;
-    for (const unsigned char *p = (const unsigned char *)t->key; *p; p++) kc += (*p & 0xC0) != 0x80;
-    if (t->value)
-        for (const unsigned char *p = (const unsigned char *)t->value; *p; p++) vc += (*p & 0xC0) != 0x80;
-    if (kc > SL_TAG_KEY_MAX)
-        return sl__err(SL_EINVAL, "tag %zu: key has %zu characters; the limit is %d", i, kc, SL_TAG_KEY_MAX);
-    if (vc > SL_TAG_VALUE_MAX)
-        return sl__err(SL_EINVAL, "tag %zu: value has %zu characters; the limit is %d", i, vc, SL_TAG_VALUE_MAX);
     if (!strncmp(t->key, "aws:", 4))
         return sl__err(SL_EINVAL, "tag %zu: keys starting with 'aws:' are reserved", i);
     return 0;
@@ -793,12 +792,20 @@ int sl_stream_create(sl_stream **out, const char *root,
 {
     if (out) *out = NULL;
     if (!root) return sl__ret(NULL, sl__err(SL_EINVAL, "root is NULL"));
-    const sl_clock *clk = (opts && opts->clock && opts->clock->now_ms) ? opts->clock : &sl__real_clock;
+    int rc = opts_check(opts);              /* before anything exists */
+    if (rc) return sl__ret(NULL, rc);
+    if (opts && (opts->flags & SL_OPEN_READONLY) && out)
+        return sl__ret(NULL, sl__err(SL_EINVAL, "SL_OPEN_READONLY makes no sense for "
+                                                "sl_stream_create with an out handle"));
+    const sl_clock *clk = (opts && opts->clock) ? opts->clock : &sl__real_clock;
     sl_manifest m;
-    int rc = config_to_manifest(cfg, &m, clk->now_ms(clk->ctx));
+    rc = config_to_manifest(cfg, &m, clk->now_ms(clk->ctx));
     if (rc) return sl__ret(NULL, rc);
     if (sl__os.mkdir(root, 0700) != 0 && errno != EEXIST) {
-        rc = sl__errno(sl__errno_code(errno), errno, "creating root directory %s", root);
+        int e = errno;
+        rc = e == ENOENT ? sl__err(SL_ENOTFOUND, "cannot create root directory %s: its "
+                                                 "parent does not exist", root)
+                         : sl__errno(sl__errno_code(e), e, "creating root directory %s", root);
         sl__manifest_free(&m);
         return sl__ret(NULL, rc);
     }
@@ -842,7 +849,7 @@ int sl_stream_create(sl_stream **out, const char *root,
         rc = sl__errno(SL_EIO, errno, "syncing %s", root);
         goto out;
     }
-    if (out) rc = open_common(out, root, cfg->name, opts, true);
+    if (out) rc = open_common(out, root, cfg->name, opts);
 out:
     free(final);
     free(tmp);

@@ -1,0 +1,295 @@
+/*
+** testutil.h -- helpers shared by the cmocka tests.  Header-only; each test
+** program includes it once.  Tests link the static archive, so they may use
+** lib/ internals (internal.h), above all the OS shim sl__os.
+**
+** Conventions: a test's `state` is a fresh temporary root directory (setup
+** tu_setup, teardown tu_teardown, which also restores the OS shim).  No test
+** sleeps to wait for time: streams that need time use a virtual clock.
+*/
+#ifndef SL_TESTUTIL_H
+#define SL_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define TU_UNUSED __attribute__((unused))
+
+/* ---- temporary directories ---------------------------------------------- */
+
+static TU_UNUSED char *tu_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *p;
+    if (asprintf(&p, "%s/shardlog-test-XXXXXX", base && *base ? base : "/tmp") < 0) return NULL;
+    if (!mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static TU_UNUSED void tu_rmrf(const char *path)
+{
+    sl__os_reset();
+    sl__os_rmtree(path);
+}
+
+static TU_UNUSED int tu_setup(void **state)
+{
+    char *d = tu_tmpdir();
+    if (!d) return -1;
+    *state = d;
+    return 0;
+}
+
+static TU_UNUSED int tu_teardown(void **state)
+{
+    sl__os_reset();
+    if (*state) {
+        tu_rmrf(*state);
+        free(*state);
+    }
+    return 0;
+}
+
+static TU_UNUSED char *tu_path(const char *fmt, ...)
+{
+    va_list ap;
+    char *p;
+    va_start(ap, fmt);
+    if (vasprintf(&p, fmt, ap) < 0) p = NULL;
+    va_end(ap);
+    return p;
+}
+
+/* ---- damage reports ----------------------------------------------------- */
+
+typedef struct tu_reports {
+    int count;
+    int last_code;
+    char last[512];
+    char all[4096];
+} tu_reports;
+
+static TU_UNUSED void tu_report_fn(void *ctx, int code, const char *msg)
+{
+    tu_reports *r = ctx;
+    r->count++;
+    r->last_code = code;
+    snprintf(r->last, sizeof r->last, "%s", msg);
+    size_t n = strlen(r->all);
+    snprintf(r->all + n, sizeof r->all - n, "%s\n", msg);
+}
+
+/* ---- streams ------------------------------------------------------------ */
+
+typedef struct tu_opts {
+    uint32_t shards;                 /* 0: 1 */
+    sl_durability durability;        /* 0: NONE (fast tests) */
+    uint64_t segment_bytes;          /* 0: 64 KiB (roll-overs happen) */
+    uint32_t max_record_kib;
+    const sl_clock *clock;
+    tu_reports *reports;
+    uint32_t flags;
+} tu_opts;
+
+static TU_UNUSED sl_open_opts tu_open_opts(const tu_opts *o)
+{
+    sl_open_opts oo = SL_OPEN_OPTS_INIT;
+    if (o) {
+        oo.clock = o->clock;
+        oo.flags = o->flags;
+        if (o->reports) {
+            oo.report = tu_report_fn;
+            oo.report_ctx = o->reports;
+        }
+    }
+    return oo;
+}
+
+/* Create <root>/<name> and open it for writing; asserts success. */
+static TU_UNUSED sl_stream *tu_create(const char *root, const char *name, const tu_opts *o)
+{
+    sl_stream_config c = SL_STREAM_CONFIG_INIT;
+    c.name = name;
+    c.shard_count = o && o->shards ? o->shards : 1;
+    c.durability = o && o->durability ? o->durability : SL_DURABILITY_NONE;
+    c.segment_bytes = o && o->segment_bytes ? o->segment_bytes : SL_SEGMENT_BYTES_MIN;
+    c.max_record_size_kib = o ? o->max_record_kib : 0;
+    sl_open_opts oo = tu_open_opts(o);
+    sl_stream *s = NULL;
+    int rc = sl_stream_create(&s, root, &c, &oo);
+    if (rc) fprintf(stderr, "tu_create: %s\n", sl_errmsg(NULL));
+    assert_int_equal(rc, 0);
+    assert_non_null(s);
+    return s;
+}
+
+static TU_UNUSED sl_stream *tu_open(const char *root, const char *name, const tu_opts *o)
+{
+    sl_open_opts oo = tu_open_opts(o);
+    sl_stream *s = NULL;
+    int rc = sl_stream_open(&s, root, name, &oo);
+    if (rc) fprintf(stderr, "tu_open: %s\n", sl_errmsg(NULL));
+    assert_int_equal(rc, 0);
+    return s;
+}
+
+/* Put one record whose data is "<key>:<i>"; returns its sequence number. */
+static TU_UNUSED uint64_t tu_put(sl_producer *p, const char *key, int i)
+{
+    char data[1100];
+    int n = snprintf(data, sizeof data, "%s:%d", key, i);
+    if (n >= (int)sizeof data) n = (int)sizeof data - 1;
+    uint64_t seq = 0;
+    int rc = sl_put(p, key, data, (size_t)n, &seq);
+    if (rc) fprintf(stderr, "tu_put: %s\n", sl_errmsg(p));
+    assert_int_equal(rc, 0);
+    return seq;
+}
+
+/* A record copied out of the mapping. */
+typedef struct tu_rec {
+    uint64_t seq;
+    int64_t ms;
+    char key[1025];
+    size_t dlen;
+    char *data;
+} tu_rec;
+
+typedef struct tu_recs {
+    size_t n, cap;
+    tu_rec *v;
+    int corrupt;                     /* SL_ECORRUPT reads met */
+} tu_recs;
+
+static TU_UNUSED void tu_recs_free(tu_recs *r)
+{
+    for (size_t i = 0; i < r->n; i++) free(r->v[i].data);
+    free(r->v);
+    memset(r, 0, sizeof *r);
+}
+
+static TU_UNUSED void tu_recs_add(tu_recs *r, const sl_record *x)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 64;
+        r->v = realloc(r->v, r->cap * sizeof *r->v);
+        assert_non_null(r->v);
+    }
+    tu_rec *o = &r->v[r->n++];
+    o->seq = x->sequence;
+    o->ms = x->arrival_ms;
+    assert_true(x->key_len <= 1024);
+    memcpy(o->key, x->partition_key, x->key_len);
+    o->key[x->key_len] = '\0';
+    o->dlen = x->data_len;
+    o->data = malloc(x->data_len + 1);
+    assert_non_null(o->data);
+    memcpy(o->data, x->data, x->data_len);
+    o->data[x->data_len] = '\0';
+}
+
+/* Read an iterator to its current end (until a read returns nothing),
+** counting SL_ECORRUPT results; asserts no other error. */
+static TU_UNUSED void tu_drain(sl_iter *it, tu_recs *out)
+{
+    static sl_record recs[1000];
+    for (int guard = 0; guard < 1000000; guard++) {
+        sl_read_result r;
+        int rc = sl_iter_read(it, recs, 1000, &r);
+        if (rc == SL_ECORRUPT) {
+            out->corrupt++;
+            continue;
+        }
+        if (rc) fprintf(stderr, "tu_drain: %s\n", sl_errmsg(it));
+        assert_int_equal(rc, 0);
+        if (r.count == 0) return;
+        for (size_t i = 0; i < r.count; i++) tu_recs_add(out, &recs[i]);
+    }
+    fail_msg("tu_drain: no end");
+}
+
+/* Every record of shard `shard_id` from TRIM_HORIZON. */
+static TU_UNUSED void tu_read_shard(sl_stream *s, const char *shard_id, tu_recs *out)
+{
+    sl_iter *it;
+    int rc = sl_iter_open(&it, s, shard_id, SL_ITER_TRIM_HORIZON, 0);
+    if (rc) fprintf(stderr, "tu_read_shard: %s\n", sl_errmsg(s));
+    assert_int_equal(rc, 0);
+    tu_drain(it, out);
+    sl_iter_close(it);
+}
+
+/* Every record of every shard, shard by shard. */
+static TU_UNUSED void tu_read_all(sl_stream *s, tu_recs *out)
+{
+    sl_shard_list *l;
+    assert_int_equal(sl_stream_list_shards(&l, s), 0);
+    for (size_t i = 0; i < l->count; i++) tu_read_shard(s, l->shards[i].shard_id, out);
+    sl_shard_list_free(l);
+}
+
+static TU_UNUSED int tu_count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    size_t sl = suffix ? strlen(suffix) : 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        size_t l = strlen(e->d_name);
+        if (!suffix || (l >= sl && !strcmp(e->d_name + l - sl, suffix))) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Number of segment files of shard `shard` of stream root/name. */
+static TU_UNUSED int tu_nsegs(const char *root, const char *name, uint32_t shard)
+{
+    char *d = tu_path("%s/%s/shardId-%012u", root, name, shard);
+    int n = tu_count_files(d, ".seg");
+    free(d);
+    return n;
+}
+
+/* Path of segment `ordinal` of shard `index` of stream root/name. */
+static TU_UNUSED char *tu_seg_path(const char *root, const char *name, uint32_t shard,
+                                   uint64_t ordinal)
+{
+    return tu_path("%s/%s/shardId-%012u/%016" PRIx64 ".seg", root, name, shard, ordinal);
+}
+
+/* Flip one byte of a file in place. */
+static TU_UNUSED void tu_flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x5a;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+#endif
