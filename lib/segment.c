@@ -303,6 +303,7 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
     g->ordinal = ordinal;
     g->file_bytes = g->map_len = file_bytes;
     g->writable = true;
+    g->idx_checked = true;                /* we write the index ourselves */
 
     fd = sl__os.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -473,7 +474,6 @@ int sl__seg_seal(sl_seg *g, const sl_segctx *c)
         return sl__errno(SL_EIO, errno, "syncing %s while sealing it",
                          g->path);
     g->data_end = g->tail;
-    g->idx_checked = true;
     atomic_store_explicit(&g->sealed, true, memory_order_release);
     __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_SEALED,
                      __ATOMIC_RELEASE);
@@ -707,6 +707,7 @@ static int recover_writer(sl_seg *g, const sl_segctx *c, bool last)
     free(s.snap);
     if (rc) return rc;
     scan_apply(g, &s);
+    g->idx_checked = true;                /* rebuilt by the scan */
     /* zero what a torn append left after the tail (tidiness: recovery does
     ** not depend on it, as stale records fail the sequence check) */
     uint64_t z = g->tail, zl = g->idx_low;

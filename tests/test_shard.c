@@ -1,0 +1,281 @@
+/*
+** test_shard.c -- durability: the exact number of syncs each mode makes,
+** group commit (concurrent puts share one sync, shown deterministically by
+** holding the first sync until the others have committed), the INTERVAL
+** thread, explicit sl_stream_sync, and sealing.
+*/
+#include "testutil.h"
+
+#include <pthread.h>
+#include <time.h>
+
+#define NAME "dur"
+#define SHARD0 "shardId-000000000000"
+
+static sl_os real;
+static _Atomic int n_msync, n_fdatasync, n_fsync;
+
+/* the gate: when armed, the first msync waits until opened */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_armed, gate_open, gate_entered;
+
+static int count_msync(void *a, size_t l, int f)
+{
+    atomic_fetch_add(&n_msync, 1);
+    pthread_mutex_lock(&gate_mu);
+    if (gate_armed) {
+        gate_armed = false;
+        gate_entered = true;
+        pthread_cond_broadcast(&gate_cv);
+        while (!gate_open) pthread_cond_wait(&gate_cv, &gate_mu);
+    }
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    return real.msync(a, l, f);
+}
+static int count_fdatasync(int fd)
+{
+    atomic_fetch_add(&n_fdatasync, 1);
+    return real.fdatasync(fd);
+}
+static int count_fsync(int fd)
+{
+    atomic_fetch_add(&n_fsync, 1);
+    return real.fsync(fd);
+}
+
+static void counting_on(void)
+{
+    sl__os_reset();
+    real = sl__os;
+    sl__os.msync = count_msync;
+    sl__os.fdatasync = count_fdatasync;
+    sl__os.fsync = count_fsync;
+    atomic_store(&n_msync, 0);
+    atomic_store(&n_fdatasync, 0);
+    atomic_store(&n_fsync, 0);
+}
+
+static sl_stream *make(const char *root, const char *name, sl_durability d, uint32_t interval_ms)
+{
+    sl_stream_config c = SL_STREAM_CONFIG_INIT;
+    c.name = name;
+    c.durability = d;
+    c.segment_bytes = SL_SEGMENT_BYTES_MIN;
+    c.sync_interval_ms = interval_ms;
+    sl_stream *s;
+    assert_int_equal(sl_stream_create(&s, root, &c, NULL), 0);
+    return s;
+}
+
+static void puts_n(sl_producer *p, int n, size_t size)
+{
+    char d[2048];
+    memset(d, 'x', sizeof d);
+    for (int i = 0; i < n; i++) assert_int_equal(sl_put(p, "k", d, size, NULL), 0);
+}
+
+static void none_never_syncs_records(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_NONE, 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    counting_on();
+    puts_n(p, 1000, 200);                 /* several roll-overs */
+    assert_true(tu_nsegs(*state, NAME, 0) >= 3);
+    assert_int_equal(atomic_load(&n_msync), 0);
+    assert_int_equal(atomic_load(&n_fsync), 0);      /* not even directories */
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+    assert_int_equal(atomic_load(&n_msync), 0);
+    /* the sequence reservation is the one thing NONE syncs: numbers must
+    ** never repeat whatever the mode */
+    assert_true(atomic_load(&n_fdatasync) <= 2);
+}
+
+static void always_syncs_every_put(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_ALWAYS, 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    puts_n(p, 1, 100);                    /* the first segment exists */
+    counting_on();
+    puts_n(p, 100, 100);
+    assert_int_equal(atomic_load(&n_msync), 100);
+    /* a batch for one shard: one sync */
+    sl_put_entry e[100];
+    sl_put_result r[100];
+    for (int i = 0; i < 100; i++) e[i] = (sl_put_entry){"k", "d", 1, NULL};
+    size_t failed;
+    assert_int_equal(sl_producer_put_batch(p, e, 100, r, &failed), 0);
+    assert_int_equal(failed, 0);
+    assert_int_equal(atomic_load(&n_msync), 101);
+    /* nothing new: close needs no sync */
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+    assert_int_equal(atomic_load(&n_msync), 101);
+}
+
+/* Rolling over in ALWAYS mode: the sealed segment is synced with its
+** trailer, the new one is created durably (file and directory). */
+static void always_roll_over(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_ALWAYS, 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    puts_n(p, 1, 1000);
+    counting_on();
+    int n = 0;
+    while (tu_nsegs(*state, NAME, 0) < 2) {
+        puts_n(p, 1, 1000);
+        n++;
+    }
+    /* one per put, plus the seal */
+    assert_int_equal(atomic_load(&n_msync), n + 1);
+    assert_int_equal(atomic_load(&n_fdatasync), 1);   /* the new file */
+    assert_int_equal(atomic_load(&n_fsync), 1);       /* its directory */
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
+static void interval_syncs_on_demand_and_close(void **state)
+{
+    /* an hour: the thread never fires during the test */
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_INTERVAL, 3600000);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    counting_on();
+    puts_n(p, 100, 100);
+    assert_int_equal(atomic_load(&n_msync), 0);
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_int_equal(atomic_load(&n_msync), 1);
+    assert_int_equal(sl_stream_sync(s), 0);           /* nothing new */
+    assert_int_equal(atomic_load(&n_msync), 1);
+    puts_n(p, 1, 100);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);          /* close syncs */
+    assert_int_equal(atomic_load(&n_msync), 2);
+}
+
+/* NONE mode, explicit sync: sealed segments (not synced when sealed) and
+** the active one, each once. */
+static void none_explicit_sync_covers_sealed(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_NONE, 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    puts_n(p, 800, 200);
+    int segs = tu_nsegs(*state, NAME, 0);
+    assert_true(segs >= 3);
+    counting_on();
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_int_equal(atomic_load(&n_msync), segs);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
+/* The INTERVAL thread syncs by itself.  The test waits for the event (with
+** a generous bound), it does not sleep for a guessed time. */
+static void interval_thread_fires(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_INTERVAL, 20);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    counting_on();
+    puts_n(p, 10, 100);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 20;
+    pthread_mutex_lock(&gate_mu);
+    while (atomic_load(&n_msync) == 0)
+        if (pthread_cond_timedwait(&gate_cv, &gate_mu, &dl) != 0) break;
+    pthread_mutex_unlock(&gate_mu);
+    assert_true(atomic_load(&n_msync) >= 1);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
+/* ---- group commit --------------------------------------------------------- */
+
+typedef struct putter {
+    sl_stream *s;
+    int rc;
+} putter;
+
+static void *put_one(void *arg)
+{
+    putter *pt = arg;
+    sl_producer *p;
+    pt->rc = sl_producer_open(&p, pt->s);
+    if (pt->rc == 0) {
+        pt->rc = sl_put(p, "k", "payload", 7, NULL);
+        sl_producer_close(p);
+    }
+    return NULL;
+}
+
+static void group_commit_shares_a_sync(void **state)
+{
+    enum { T = 8 };
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_ALWAYS, 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    puts_n(p, 1, 10);                     /* the segment exists */
+    sl_producer_close(p);
+    sl_iter *it;
+    assert_int_equal(sl_iter_open(&it, s, SHARD0, SL_ITER_LATEST, 0), 0);
+    counting_on();
+    gate_armed = true;
+    gate_open = false;
+    gate_entered = false;
+    putter pt[T];
+    pthread_t th[T];
+    /* the first put leads a sync and is held inside it */
+    pt[0] = (putter){s, -99};
+    assert_int_equal(pthread_create(&th[0], NULL, put_one, &pt[0]), 0);
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_entered) pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    /* the other seven commit meanwhile and queue for durability */
+    for (int i = 1; i < T; i++) {
+        pt[i] = (putter){s, -99};
+        assert_int_equal(pthread_create(&th[i], NULL, put_one, &pt[i]), 0);
+    }
+    size_t seen = 0;
+    sl_record r[T];
+    while (seen < T) {
+        assert_int_equal(sl_iter_wait(it, 20000), 1);
+        sl_read_result res;
+        assert_int_equal(sl_iter_read(it, r, T, &res), 0);
+        seen += res.count;
+    }
+    pthread_mutex_lock(&gate_mu);
+    gate_open = true;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(pt[i].rc, 0);
+    }
+    /* the held sync, then one for all seven */
+    assert_int_equal(atomic_load(&n_msync), 2);
+    sl_iter_close(it);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(none_never_syncs_records, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(always_syncs_every_put, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(always_roll_over, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(interval_syncs_on_demand_and_close, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(none_explicit_sync_covers_sealed, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(interval_thread_fires, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(group_commit_shares_a_sync, tu_setup, tu_teardown),
+    };
+    return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
+}
