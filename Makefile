@@ -8,6 +8,9 @@
 #   make bench           build and run the benchmarks in bench/
 #   make install / uninstall   honour PREFIX, LIBDIR, INCLUDEDIR and DESTDIR
 #   make check-exports   fail if the shared library exports a non-sl_ symbol
+#   make install-check   install to a temporary prefix (and DESTDIR), build and
+#                        run an outside program via pkg-config, uninstall
+#   make stress          the long run: the crash test with SL_CRASH_ITERS=500
 #
 # `test`, `demo` and `bench` first run scripts/deps, which installs missing
 # Debian packages (as root) or names them, then re-enter make so that the
@@ -46,7 +49,8 @@ EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
 .PHONY: all deps test test-run test-threads demo demo-run bench bench-run \
-        examples check-exports install uninstall clean $(B)/shardlog.pc
+        examples check-exports install uninstall clean $(B)/shardlog.pc \
+        install-check stress stress-run
 
 all: $(B)/libshardlog.a $(B)/$(SOFILE) $(B)/shardlog.pc
 
@@ -123,6 +127,17 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/shardlog.h $(DESTDIR)$(PCDIR)/shardlog.pc \
 	  $(addprefix $(DESTDIR)$(LIBDIR)/,libshardlog.a libshardlog.so $(SONAME) $(SOFILE))
+
+# Installs into temporary directories only; see scripts/install-check.
+install-check:
+	@MAKE="$(MAKE)" CC="$(CC)" scripts/install-check
+
+# The long run: 500 SIGKILL rounds per crash case (6 cases) instead of 25.
+STRESS_ITERS ?= 500
+stress: deps
+	@$(MAKE) --no-print-directory stress-run
+stress-run: $(B)/tests/test_crash
+	SL_CRASH_ITERS=$(STRESS_ITERS) $(B)/tests/test_crash
 
 clean:
 	rm -rf build
