@@ -8,7 +8,8 @@
 ** Lock order (outermost first), documented where each lock lives:
 **   stream->mu  >  shard->lock (append)  >  stream->seq_mu  >
 **   shard->seglock  >  shard->sync_mu
-** No lock is held across a user callback.
+** No lock is held across a user callback, except the report callback
+** (sl_report_fn), which is documented as not calling into the stream.
 */
 #ifndef SL_INTERNAL_H
 #define SL_INTERNAL_H

@@ -484,7 +484,9 @@ int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
         seqs[i] = first + i;
     }
     if (i) {
-        sl__seg_publish(sh->active);
+        /* after a failed roll-over the records are in the sealed segment,
+        ** already published by the seal */
+        if (sh->active) sl__seg_publish(sh->active);
         sh->last_seq = first + i - 1;
         sh->last_ms = ms;
     }

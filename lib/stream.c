@@ -194,11 +194,12 @@ int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first)
     return rc;
 }
 
-static int seq_open(sl_stream *s, bool writer, uint64_t max_seen)
+/* Writer: load the reservation ceiling and reserve the first block. */
+static int seq_open(sl_stream *s, uint64_t max_seen)
 {
     char *path = join(s->dir, SL_SEQ_FILE);
     if (!path) return sl__err(SL_ENOMEM, "opening SEQ");
-    s->seq_fd = sl__os.open(path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
+    s->seq_fd = sl__os.open(path, O_RDWR | O_CLOEXEC, 0);
     if (s->seq_fd < 0) {
         int rc = sl__errno(errno == ENOENT ? SL_ECORRUPT : SL_EIO, errno, "opening %s", path);
         free(path);
@@ -237,7 +238,6 @@ static int seq_open(sl_stream *s, bool writer, uint64_t max_seen)
     }
     atomic_store(&s->next_seq, ceiling);
     atomic_store(&s->seq_ceiling, ceiling);
-    if (!writer) return 0;
     s->seq_block = SEQ_BLOCK_MIN;
     return seq_write(s, ceiling + s->seq_block);
 }
@@ -563,7 +563,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
         if (sh->last_seq > max_seen) max_seen = sh->last_seq;
     }
     if ((rc = build_route(s)) != 0) goto fail;
-    if ((rc = seq_open(s, writer, max_seen)) != 0) goto fail;
+    if (writer && (rc = seq_open(s, max_seen)) != 0) goto fail;
     if (writer && s->durability == SL_DURABILITY_INTERVAL && (rc = syncer_start(s)) != 0)
         goto fail;
     *out = s;

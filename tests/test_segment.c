@@ -434,6 +434,43 @@ static void full_disk_fault_hook(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* A batch that runs out of disk in the middle: the entries that fit are
+** committed and reported so; the rest fail with SL_ENOSPC. */
+static void full_disk_mid_batch(void **state)
+{
+    sl_stream *s = tu_create(*state, NAME, NULL);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    fill(p, 0, 200, 200, NULL);                       /* most of a segment */
+    sl__os.fallocate = fallocate_enospc;
+    enum { N = 200 };
+    sl_put_entry e[N];
+    sl_put_result r[N];
+    static char d[N][200];
+    for (int i = 0; i < N; i++) {
+        snprintf(d[i], sizeof d[i], "%08d|", 200 + i);
+        e[i] = (sl_put_entry){"k", d[i], sizeof d[i], NULL};
+    }
+    size_t failed = 0;
+    assert_int_equal(sl_producer_put_batch(p, e, N, r, &failed), 0);
+    assert_true(failed > 0 && failed < N);
+    size_t ok = N - failed;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(r[i].error, i < ok ? 0 : SL_ENOSPC);
+        if (i >= ok) assert_non_null(strstr(r[i].error_message, "preallocating"));
+    }
+    sl__os_reset();
+    tu_recs all = {0};
+    tu_read_all(s, &all);
+    assert_int_equal(all.n, 200 + ok);
+    assert_int_equal(atoi(all.v[all.n - 1].data), 200 + (int)ok - 1);
+    tu_recs_free(&all);
+    /* space is back: writing goes on in a new segment */
+    fill(p, 1000, 1, 200, NULL);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 /* A real full disk: a 1 MiB tmpfs.  Needs root (mount); skipped, and says
 ** so, otherwise.  The fault-hook test above covers the same path without. */
 static void full_disk_real_tmpfs(void **state)
@@ -495,6 +532,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(truncated_segments, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(damage_inside_active_segment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_fault_hook, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(full_disk_mid_batch, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_real_tmpfs, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("segment", tests, NULL, NULL);
