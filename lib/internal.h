@@ -208,6 +208,7 @@ typedef struct sl_seg {
     uint32_t mem_nidx;
     bool idx_checked;                 /* (L) on-disk index checksum verified */
     bool durable;                     /* (L) synced since sealed (writer) */
+    bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
     ** while the header's writer epoch is still `ro_epoch` */
     uint64_t ro_cap;
@@ -248,7 +249,8 @@ typedef struct sl_segctx {
     uint32_t shard_index;
     const char *shard_id;
     int64_t now_ms;
-    bool durable;                     /* sync as part of create / seal */
+    bool sync_now;                    /* ALWAYS: sync in create / seal;
+                                         INTERVAL leaves it to the syncer */
     sl_report_fn report;
     void *report_ctx;
     uint64_t *damage_count;
@@ -285,7 +287,7 @@ SL_HIDDEN void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms,
                               const void *data, uint32_t dlen);
 /* Writer: publish the tail and index count to readers (store-release). */
 SL_HIDDEN void sl__seg_publish(sl_seg *g);
-/* Writer: write the trailer, sync if c->durable, mark sealed. */
+/* Writer: write the trailer, sync if c->sync_now, mark sealed. */
 SL_HIDDEN int sl__seg_seal(sl_seg *g, const sl_segctx *c);
 /* Writer: a consistent mark of the committed state (under the append lock),
 ** then make the segment durable (msync) and record the mark as the hint. */

@@ -339,7 +339,7 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
         rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp);
         goto fail;
     }
-    if (c->durable && sl__os.fdatasync(fd) != 0) {
+    if (c->sync_now && sl__os.fdatasync(fd) != 0) {
         rc = sl__errno(SL_EIO, errno, "syncing %s", tmp);
         goto fail;
     }
@@ -348,7 +348,7 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
         rc = sl__errno(sl__errno_code(errno), errno, "renaming %s", tmp);
         goto fail;
     }
-    if (c->durable && sl__os_fsync_dir(shard_dir) != 0) {
+    if (c->sync_now && sl__os_fsync_dir(shard_dir) != 0) {
         /* the file exists under its name; the caller treats it as created
         ** but the stream as failed */
         rc = sl__errno(SL_EIO, errno, "syncing directory %s", shard_dir);
@@ -364,6 +364,7 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
     g->next_idx_off = SL_SEG_HDR;
     g->prefault_end = SL_SEG_HDR;
     g->users = 1;                                   /* the writer's pin */
+    g->dir_durable = c->sync_now;
     *out = g;
     return 0;
 fail:
@@ -470,7 +471,7 @@ int sl__seg_seal(sl_seg *g, const sl_segctx *c)
                    g->last_seq, g->first_ms, g->last_ms, g->tail);
     memcpy(g->base + g->file_bytes - SL_SEG_TRAILER, t, sizeof t);
     sl__seg_publish(g);
-    if (c->durable && sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
+    if (c->sync_now && sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
         return sl__errno(SL_EIO, errno, "syncing %s while sealing it",
                          g->path);
     g->data_end = g->tail;
@@ -818,6 +819,7 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
     }
     g->ordinal = ordinal;
     g->durable = true;                  /* on disk before this process */
+    g->dir_durable = true;
     g->file_bytes = sl__ld64(h + 24);
     g->map_len = g->file_bytes;
     if ((uint64_t)st.st_size < g->file_bytes) {
@@ -855,6 +857,7 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
         if ((rc = map_fd(g, fd, true)) != 0) goto out;
         if ((rc = recover_writer(g, c, last)) != 0) goto out;
         if (atomic_load(&g->sealed)) {
+            g->durable = c->sync_now;               /* resealed just now */
             sl__seg_unmap(g);
         } else {
             g->users = 1;                           /* the writer's pin */

@@ -36,7 +36,7 @@ void sl__segctx_init(sl_segctx *c, sl_shard *sh)
     c->shard_index = sh->index;
     c->shard_id = sh->id;
     c->now_ms = sl__now(s);
-    c->durable = s->durability != SL_DURABILITY_NONE;
+    c->sync_now = s->durability == SL_DURABILITY_ALWAYS;
     c->report = s->report;
     c->report_ctx = s->report_ctx;
     c->damage_count = &s->damage;
@@ -425,14 +425,14 @@ static int roll(sl_shard *sh, uint64_t span)
             sl__stream_fail(s, EIO, sl__errtext());
             return rc;
         }
-        if (c.durable) {
+        if (c.sync_now) {
             pthread_mutex_lock(&sh->sync_mu);
             if (sh->durable_seq < old->last_seq) sh->durable_seq = old->last_seq;
             pthread_cond_broadcast(&sh->sync_cv);
             pthread_mutex_unlock(&sh->sync_mu);
         }
         pthread_mutex_lock(&sh->seglock);
-        old->durable = c.durable;
+        old->durable = c.sync_now;          /* else the syncer's job */
         sh->active = NULL;
         unpin_locked(sh, old);
         pthread_mutex_unlock(&sh->seglock);
@@ -499,24 +499,61 @@ out:
 
 /* ---- durability --------------------------------------------------------- */
 
-/* One sync of the active segment; *upto: every record <= it is durable. */
-static int sync_active(sl_shard *sh, uint64_t *upto)
+/* One sync round.  Under the append lock (where roll-overs happen) take a
+** consistent picture: the last sequence number, the active segment with its
+** mark, and every sealed segment not yet synced (sealing syncs only in
+** ALWAYS mode).  Every record up to that number is in one of them.  Then
+** sync them all outside the lock.  One round runs per shard at a time (the
+** caller leads the group commit). */
+static int sync_round(sl_shard *sh, uint64_t *upto)
 {
     sl_segmark m;
     pthread_mutex_lock(&sh->lock);
-    sl_seg *g = sh->active;
+    pthread_mutex_lock(&sh->seglock);
     *upto = sh->last_seq;
-    if (g) {
-        sl__seg_mark(g, &m);
+    sl_seg *act = sh->active;
+    size_t n = 0;
+    sl_seg **todo = malloc((sh->nseg + 1) * sizeof *todo);
+    int rc = todo ? 0 : sl__err(SL_ENOMEM, "syncing %s", sh->id);
+    bool new_names = false;             /* segments created without a
+                                           directory sync (not ALWAYS) */
+    size_t nsnap = sh->nseg;
+    for (size_t i = 0; rc == 0 && i < sh->nseg; i++) {
+        sl_seg *x = sh->segs[i];
+        new_names |= !x->dir_durable;
+        if (x != act && x->writable && !x->durable && sl__seg_is_sealed(x) &&
+            (rc = pin_locked(sh, x)) == 0)
+            todo[n++] = x;
+    }
+    if (rc == 0 && act) {
+        sl__seg_mark(act, &m);
+        act->users++;                   /* keep the mapping while we sync */
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    pthread_mutex_unlock(&sh->lock);
+    if (rc == 0 && new_names && sl__os_fsync_dir(sh->dir) != 0)
+        rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0 && sl__os.msync(todo[i]->base, todo[i]->map_len, MS_SYNC) != 0)
+            rc = sl__errno(SL_EIO, errno, "syncing %s", todo[i]->path);
         pthread_mutex_lock(&sh->seglock);
-        g->users++;                     /* keep the mapping while we sync */
+        if (rc == 0) todo[i]->durable = true;
+        unpin_locked(sh, todo[i]);
         pthread_mutex_unlock(&sh->seglock);
     }
-    pthread_mutex_unlock(&sh->lock);
-    if (!g) return 0;                   /* sealed segments synced at seal */
-    int rc = sl__seg_sync(g, &m);
-    sl__shard_put_seg(sh, g);
-    if (rc) sl__stream_fail(sh->s, EIO, sl__errtext());
+    if (act) {
+        if (rc == 0) rc = sl__seg_sync(act, &m);
+        sl__shard_put_seg(sh, act);
+    }
+    if (rc == 0 && new_names) {
+        /* every segment that existed at the snapshot now has a durable name
+        ** (the list only grows at its end) */
+        pthread_mutex_lock(&sh->seglock);
+        for (size_t k = 0; k < nsnap; k++) sh->segs[k]->dir_durable = true;
+        pthread_mutex_unlock(&sh->seglock);
+    }
+    free(todo);
+    if (rc && rc != SL_ENOMEM) sl__stream_fail(sh->s, EIO, sl__errtext());
     return rc;
 }
 
@@ -537,7 +574,7 @@ int sl__shard_wait_durable(sl_shard *sh, uint64_t seq)
         sh->syncing = true;             /* lead this round */
         pthread_mutex_unlock(&sh->sync_mu);
         uint64_t upto = 0;
-        rc = sync_active(sh, &upto);
+        rc = sync_round(sh, &upto);
         pthread_mutex_lock(&sh->sync_mu);
         sh->syncing = false;
         if (rc == 0 && upto > sh->durable_seq) sh->durable_seq = upto;
@@ -550,31 +587,6 @@ int sl__shard_wait_durable(sl_shard *sh, uint64_t seq)
 
 int sl__shard_sync(sl_shard *sh)
 {
-    /* sealed segments that were not synced when sealed (NONE mode) */
-    int rc = 0;
-    for (;;) {
-        sl_seg *g = NULL;
-        pthread_mutex_lock(&sh->seglock);
-        for (size_t i = 0; i < sh->nseg && !g; i++) {
-            sl_seg *x = sh->segs[i];
-            if (!x->durable && sl__seg_is_sealed(x) && x->writable) {
-                if ((rc = pin_locked(sh, x)) == 0) g = x;
-                x->durable = true;      /* claimed; reset on failure */
-            }
-        }
-        pthread_mutex_unlock(&sh->seglock);
-        if (rc || !g) break;
-        if (sl__os.msync(g->base, g->map_len, MS_SYNC) != 0) {
-            rc = sl__errno(SL_EIO, errno, "syncing %s", g->path);
-            sl__stream_fail(sh->s, EIO, sl__errtext());
-        }
-        pthread_mutex_lock(&sh->seglock);
-        if (rc) g->durable = false;
-        unpin_locked(sh, g);
-        pthread_mutex_unlock(&sh->seglock);
-        if (rc) return rc;
-    }
-    if (rc) return rc;
     pthread_mutex_lock(&sh->lock);
     uint64_t last = sh->last_seq;
     pthread_mutex_unlock(&sh->lock);

@@ -158,6 +158,31 @@ static void interval_syncs_on_demand_and_close(void **state)
     assert_int_equal(atomic_load(&n_msync), 2);
 }
 
+/* INTERVAL mode keeps syncs off the append path, roll-overs included; the
+** next sync round covers the sealed segments, the active one and (once)
+** the directory. */
+static void interval_roll_over_defers_syncs(void **state)
+{
+    sl_stream *s = make(*state, NAME, SL_DURABILITY_INTERVAL, 3600000);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    counting_on();
+    puts_n(p, 800, 200);
+    int segs = tu_nsegs(*state, NAME, 0);
+    assert_true(segs >= 3);
+    assert_int_equal(atomic_load(&n_msync), 0);
+    assert_int_equal(atomic_load(&n_fdatasync), 0);
+    assert_int_equal(atomic_load(&n_fsync), 0);
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_fsync), 1);
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_fsync), 1);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 /* NONE mode, explicit sync: sealed segments (not synced when sealed) and
 ** the active one, each once. */
 static void none_explicit_sync_covers_sealed(void **state)
@@ -273,6 +298,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(always_syncs_every_put, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_roll_over, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(interval_syncs_on_demand_and_close, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(interval_roll_over_defers_syncs, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(none_explicit_sync_covers_sealed, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(interval_thread_fires, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(group_commit_shares_a_sync, tu_setup, tu_teardown),
