@@ -186,11 +186,15 @@ static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
     return 0;
 }
 
-int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
+/* Open the segment files numbered above `after` and append them to the
+** list (the newest counts as the active one).  Caller holds seglock or is
+** alone with the shard. */
+static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_alive,
+                     uint64_t *max_seen)
 {
-    uint64_t *ords, max_seen = 0;
-    size_t n;
-    int rc = list_dir(sh, 0, writer, &ords, &n, &max_seen);
+    uint64_t *ords;
+    size_t n, first = sh->nseg;
+    int rc = list_dir(sh, after, writer, &ords, &n, max_seen);
     if (rc) return rc;
     sl_segctx c;
     sl__segctx_init(&c, sh);
@@ -203,8 +207,15 @@ int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
         if (rc == 0 && g && (rc = list_push(sh, g)) != 0) sl__seg_free(g);
     }
     free(ords);
+    carry_keys(sh, first);
+    return rc;
+}
+
+int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
+{
+    uint64_t max_seen = 0;
+    int rc = load_from(sh, 0, writer, writer_alive, &max_seen);
     if (rc) return rc;
-    carry_keys(sh, 0);
     sh->next_ordinal = max_seen + 1;
     for (size_t i = sh->nseg; i > 0; i--) {
         sl_seg *g = sh->segs[i - 1];
@@ -223,26 +234,7 @@ int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 static int refresh_locked(sl_shard *sh)
 {
     if (!sh->s->readonly) return 0;
-    uint64_t after = sh->nseg ? sh->segs[sh->nseg - 1]->ordinal : 0;
-    uint64_t *ords;
-    size_t n;
-    int rc = list_dir(sh, after, false, &ords, &n, NULL);
-    if (rc || n == 0) {
-        free(ords);
-        return rc;
-    }
-    sl_segctx c;
-    sl__segctx_init(&c, sh);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        char *path = sl__seg_path(sh->dir, ords[i]);
-        sl_seg *g = NULL;
-        if (!path) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
-        else rc = sl__seg_open(&g, &c, path, ords[i], false, i + 1 == n, true);
-        free(path);
-        if (rc == 0 && g && (rc = list_push(sh, g)) != 0) sl__seg_free(g);
-    }
-    free(ords);
-    return rc;
+    return load_from(sh, sh->nseg ? sh->segs[sh->nseg - 1]->ordinal : 0, false, true, NULL);
 }
 
 /* Pin g: map it if needed, check its index once. Caller holds seglock. */
