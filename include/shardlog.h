@@ -17,9 +17,10 @@
 **                           process loses nothing; a power cut may lose the
 **                           records written since the kernel last wrote back.
 **   SL_DURABILITY_INTERVAL  as NONE, plus a background thread makes everything
-**                           durable at least every sync_interval_ms (default
-**                           1000 ms): a power cut loses at most that window.
-**                           The default.
+**                           durable every sync_interval_ms (default 1000 ms,
+**                           at most one hour): a power cut loses at most that
+**                           window plus the time one sync takes.  No sync
+**                           runs on the append path.  The default.
 **   SL_DURABILITY_ALWAYS    a put returns after its record is on stable
 **                           storage.  Concurrent puts share one fdatasync per
 **                           shard (group commit).
@@ -209,9 +210,11 @@ typedef enum sl_durability {
     SL_DURABILITY_ALWAYS = 3
 } sl_durability;
 
+/* Tags: keys 1..128 and values 0..256 characters of valid UTF-8 without
+** control characters; keys are unique and may not start with "aws:". */
 typedef struct sl_tag {
-    const char *key;                 /* 1..128 characters, UTF-8 */
-    const char *value;               /* 0..256 characters, UTF-8; NULL = "" */
+    const char *key;
+    const char *value;               /* NULL = "" */
 } sl_tag;
 
 /* The fields of Terraform's aws_kinesis_stream, plus storage settings.
@@ -268,8 +271,10 @@ SL_API int sl_stream_create(sl_stream **out, const char *root,
 ** lock (one per stream across all processes) and recover from a crash:
 ** the active segments' unsynced tails are validated and a torn tail is cut.
 ** Read-only opens take no lock and follow a writer in another process.
-** Damage found is reported through opts->report and does not fail the open
-** unless the manifest itself is unreadable.
+** Damage found in segments is reported through opts->report and does not
+** fail the open; what does: a damaged manifest, a missing shard directory
+** or (writers) SEQ file, and a segment written in a format version this
+** library does not know (it is left untouched).
 ** @param[out] out  the handle; NULL on failure
 ** @param opts      NULL for defaults; only read during the call
 ** @return 0, SL_ENOTFOUND, SL_ELOCKED (another writer holds the stream),
@@ -374,7 +379,8 @@ SL_API int sl_producer_open(sl_producer **out, sl_stream *s);
 SL_API void sl_producer_close(sl_producer *p);           /* accepts NULL */
 
 typedef struct sl_put_entry {
-    const char *partition_key;       /* required: 1..256 UTF-16 units */
+    const char *partition_key;       /* required: valid UTF-8, 1..256 UTF-16
+                                        code units (so 256..768 bytes) */
     const void *data;                /* may be NULL when data_len is 0 */
     size_t data_len;                 /* data_len + key bytes <= max record */
     const char *explicit_hash_key;   /* NULL, or decimal; overrides the MD5 */
@@ -462,7 +468,7 @@ typedef struct sl_read_result {
 ** A corrupt record is never returned: the call that meets it returns
 ** SL_ECORRUPT with the shard, segment and offset in sl_errmsg(it), after
 ** moving the iterator past the damage, so the next call goes on reading.
-** @return 0, SL_EINVAL (limit), SL_ECORRUPT, SL_EIO. */
+** @return 0, SL_EVALIDATION (limit), SL_EINVAL, SL_ECORRUPT, SL_EIO. */
 SL_API int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit,
                         sl_read_result *res);
 

@@ -52,6 +52,7 @@
 #define SEQ_BLOCK_MAX (1ull << 24)
 #define SEQ_LOST_GAP (1ull << 32)
 #define WAKE_BYTES ((size_t)SL_WAKE_SLOTS * SL_WAKE_SLOT_BYTES)
+#define SYNC_INTERVAL_MAX 3600000u
 
 static _Thread_local char fail_text[256];
 
@@ -474,6 +475,9 @@ static int opts_check(const sl_open_opts *opts)
                                        "durability mode", (int)opts->durability);
     if (opts && opts->clock && (opts->clock->version < 1 || !opts->clock->now_ms))
         return sl__err(SL_EINVAL, "sl_open_opts.clock has no now_ms or a bad version");
+    if (opts && opts->sync_interval_ms > SYNC_INTERVAL_MAX)
+        return sl__err(SL_EINVAL, "sl_open_opts.sync_interval_ms %u exceeds one hour",
+                       opts->sync_interval_ms);
     return 0;
 }
 
@@ -710,7 +714,7 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
                        (int)cfg->durability);
     m->durability = cfg->durability ? cfg->durability : SL_DURABILITY_INTERVAL;
     m->sync_interval_ms = cfg->sync_interval_ms ? cfg->sync_interval_ms : 1000;
-    if (m->sync_interval_ms > 3600000)
+    if (m->sync_interval_ms > SYNC_INTERVAL_MAX)
         return sl__err(SL_EINVAL, "sync_interval_ms %u exceeds one hour", m->sync_interval_ms);
 
     m->stream_id = sl__random64() | 1;
@@ -810,7 +814,9 @@ int sl_stream_create(sl_stream **out, const char *root,
         return sl__ret(NULL, rc);
     }
     char *final = join(root, cfg->name), *tmp = NULL;
-    if (!final || asprintf(&tmp, "%s/.%s.creating.%ld.%08" PRIx64, root, cfg->name,
+    /* '~' cannot appear in a stream name: work directories never collide
+    ** with a stream, and sl_stream_list skips them as invalid names */
+    if (!final || asprintf(&tmp, "%s/~creating~%s~%ld~%08" PRIx64, root, cfg->name,
                            (long)getpid(), sl__random64() & 0xffffffffu) < 0) {
         free(final);
         sl__manifest_free(&m);
@@ -876,7 +882,7 @@ int sl_stream_delete(const char *root, const char *name)
         goto out;
     }
     if ((rc = lock_take(dir, name, &fd)) != 0) goto out;
-    if (asprintf(&tomb, "%s/.%s.deleting.%ld.%08" PRIx64, root, name, (long)getpid(),
+    if (asprintf(&tomb, "%s/~deleting~%s~%ld~%08" PRIx64, root, name, (long)getpid(),
                  sl__random64() & 0xffffffffu) < 0) {
         tomb = NULL;
         rc = sl__err(SL_ENOMEM, "deleting");
@@ -922,7 +928,7 @@ int sl_stream_list(sl_name_list **out, const char *root)
     int rc = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && rc == 0) {
-        if (e->d_name[0] == '.' || !sl__name_valid(e->d_name, SL_STREAM_NAME_MAX)) continue;
+        if (!sl__name_valid(e->d_name, SL_STREAM_NAME_MAX)) continue;
         char *mf;
         struct stat st;
         if (asprintf(&mf, "%s/%s/%s", root, e->d_name, SL_MANIFEST_FILE) < 0) {

@@ -200,8 +200,8 @@ static void config_rules(void **state)
 
 static void list_and_delete(void **state)
 {
-    const char *names[] = {"zeta", "alpha", "Mid-1", "b_2"};
-    for (int i = 0; i < 4; i++) {
+    const char *names[] = {"zeta", "alpha", "Mid-1", "b_2", ".dotted"};
+    for (int i = 0; i < 5; i++) {
         sl_stream_config c = base_cfg(names[i]);
         assert_int_equal(sl_stream_create(NULL, *state, &c, NULL), 0);
     }
@@ -212,11 +212,12 @@ static void list_and_delete(void **state)
     assert_int_equal(mkdir(hidden, 0700), 0);
     sl_name_list *l;
     assert_int_equal(sl_stream_list(&l, *state), 0);
-    assert_int_equal(l->count, 4);
-    assert_string_equal(l->names[0], "Mid-1");
-    assert_string_equal(l->names[1], "alpha");
-    assert_string_equal(l->names[2], "b_2");
-    assert_string_equal(l->names[3], "zeta");
+    assert_int_equal(l->count, 5);
+    assert_string_equal(l->names[0], ".dotted");   /* a valid Kinesis name */
+    assert_string_equal(l->names[1], "Mid-1");
+    assert_string_equal(l->names[2], "alpha");
+    assert_string_equal(l->names[3], "b_2");
+    assert_string_equal(l->names[4], "zeta");
     sl_name_list_free(l);
     /* an existing name */
     sl_stream_config c = base_cfg("alpha");
@@ -232,7 +233,7 @@ static void list_and_delete(void **state)
     assert_int_equal(sl_stream_delete(*state, "alpha"), SL_ENOTFOUND);
     assert_int_equal(sl_stream_delete(*state, "../x"), SL_EVALIDATION);
     assert_int_equal(sl_stream_list(&l, *state), 0);
-    assert_int_equal(l->count, 3);
+    assert_int_equal(l->count, 4);
     sl_name_list_free(l);
     /* the name can be used again, for a new stream */
     assert_int_equal(sl_stream_create(NULL, *state, &c, NULL), 0);
