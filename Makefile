@@ -3,7 +3,8 @@
 #   make                 libshardlog.a, libshardlog.so (SONAME), shardlog.pc
 #   make test            build and run every tests/test_*.c (cmocka)
 #   make SAN=address,undefined test     the same under ASan + UBSan
-#   make SAN=thread test-threads        the threaded tests under TSan
+#   make SAN=thread test-threads        the threaded tests (threads, shard,
+#                                       iterator) under TSan
 #   make demo            build and run examples/agent_telemetry.c
 #   make bench           build and run the benchmarks in bench/
 #   make install / uninstall   honour PREFIX, LIBDIR, INCLUDEDIR and DESTDIR
@@ -44,7 +45,7 @@ SRC     := $(wildcard lib/*.c)
 SONAME  := libshardlog.so.$(ABI)
 SOFILE  := libshardlog.so.$(VERSION)
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
-THREAD_TESTS := $(B)/tests/test_threads
+THREAD_TESTS := $(addprefix $(B)/tests/,test_threads test_shard test_iterator)
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 BENCHES := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
