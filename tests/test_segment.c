@@ -38,6 +38,17 @@ static void check_fill(const tu_recs *r, const uint64_t *seqs, int from, int n, 
     }
 }
 
+/* Create the stream, write n records of `size` bytes with fill(), close. */
+static void seed(const char *root, int n, size_t size, uint64_t *seqs)
+{
+    sl_stream *s = tu_create(root, NAME, NULL);      /* 64 KiB segments */
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    fill(p, 0, n, size, seqs);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 static sl_stream *reopen(sl_stream *s, sl_producer **p, const char *root, tu_reports *rep)
 {
     if (p && *p) sl_producer_close(*p);
@@ -110,13 +121,10 @@ static void oversize_record_gets_its_own_segment(void **state)
 ** quietly; the stream goes on. */
 static void torn_tail_is_cut(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
     static uint64_t seqs[100];
-    fill(p, 0, 50, 200, seqs);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
+    seed(*state, 50, 200, seqs);
+    sl_stream *s;
+    sl_producer *p;
     /* the active segment is number 1 (50 x 248 bytes fit); write a half
     ** record after the last one */
     char *path = tu_seg_path(*state, NAME, 0, 1);
@@ -190,13 +198,9 @@ static void flipped_byte_in_sealed_segment(void **state)
 ** reported; the records stay readable (rebuilt by a scan). */
 static void damaged_trailer_and_index(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
     static uint64_t seqs[600];
-    fill(p, 0, 600, 200, seqs);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
+    seed(*state, 600, 200, seqs);
+    sl_stream *s;
     char *path = tu_seg_path(*state, NAME, 0, 1);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -258,13 +262,10 @@ static void damaged_trailer_and_index(void **state)
 ** .corrupt) and reported, and the rest of the stream stays readable. */
 static void bad_header_quarantined(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
     static uint64_t seqs[601];
-    fill(p, 0, 600, 200, seqs);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
+    seed(*state, 600, 200, seqs);
+    sl_stream *s;
+    sl_producer *p;
     char *path = tu_seg_path(*state, NAME, 0, 2);
     tu_flip_byte(path, 20);                          /* inside the ordinal */
     tu_reports rep = {0};
@@ -293,12 +294,7 @@ static void bad_header_quarantined(void **state)
 /* A segment with a newer format version is refused, never quarantined. */
 static void future_version_refused(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
-    fill(p, 0, 10, 100, NULL);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
+    seed(*state, 10, 100, NULL);
     char *path = tu_seg_path(*state, NAME, 0, 1);
     int fd = open(path, O_RDWR);
     uint8_t h[128];
@@ -319,13 +315,10 @@ static void future_version_refused(void **state)
 ** the active one is re-extended and appended to. No SIGBUS either way. */
 static void truncated_segments(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
     static uint64_t seqs[1000];
-    fill(p, 0, 600, 200, seqs);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
+    seed(*state, 600, 200, seqs);
+    sl_stream *s;
+    sl_producer *p;
     int last = tu_nsegs(*state, NAME, 0);
     char *sealed = tu_seg_path(*state, NAME, 0, 1);
     char *active = tu_seg_path(*state, NAME, 0, (uint64_t)last);
