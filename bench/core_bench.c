@@ -4,7 +4,8 @@
 ** One run measures, as the median (and min, max) of --rounds rounds after
 ** one discarded warm-up round, each round on a fresh stream of 4 shards with
 ** durability NONE and 16-byte random partition keys (routed by MD5):
-**   - append 100-byte records (2,000,000), in batches of 500
+**   - append 100-byte records (2,000,000), in batches of 500, and again
+**     one sl_put (PutRecord) at a time
 **   - append 64 KiB records (10,000 = 640 MiB), in batches of up to 10 MiB
 **   - scan both back through iterators from TRIM_HORIZON, summing every data
 **     byte (and checking the sum), so no work can be skipped
@@ -141,8 +142,9 @@ typedef struct sample {
     double append_s, scan_s;
 } sample;
 
-/* Append n records of `size` bytes, then scan them back; one fresh stream. */
-static sample append_and_scan(const char *root, size_t n, size_t size)
+/* Append n records of `size` bytes (in batches, or one sl_put at a time if
+** `single`), then scan them back; one fresh stream. */
+static sample append_and_scan(const char *root, size_t n, size_t size, bool single)
 {
     static sl_put_entry entries[SL_BATCH_RECORDS_MAX];
     static sl_put_result results[SL_BATCH_RECORDS_MAX];
@@ -156,7 +158,9 @@ static sample append_and_scan(const char *root, size_t n, size_t size)
     sl_producer *p;
     CHECK(sl_producer_open(&p, s), s, "sl_producer_open");
     double t0 = now_s();
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 0; single && i < n; i++)
+        CHECK(sl_put(p, keys[i], data_of(i), size, NULL), p, "sl_put");
+    for (size_t i = 0; !single && i < n;) {
         size_t k = n - i < per_batch ? n - i : per_batch, failed;
         for (size_t j = 0; j < k; j++)
             entries[j] = (sl_put_entry){keys[i + j], data_of(i + j), size, NULL};
@@ -298,7 +302,7 @@ static double memcpy_rate(void)
 /* ---- statistics and report ---------------------------------------------- */
 
 /* The measurements of one round (rates in MB/s or records/s, times in ms). */
-enum { MEMCPY, AS_R, AS_B, AL_R, AL_B, SS_R, SS_B, SL_R, SL_B, RE_CRASH, RE_CLEAN, NM };
+enum { MEMCPY, AS_R, AS_B, AP_R, AP_B, AL_R, AL_B, SS_R, SS_B, SL_R, SL_B, RE_CRASH, RE_CLEAN, NM };
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -418,12 +422,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "core_bench: %s %d/%d\n", r ? "round" : "warm-up", r, rounds);
         double *v = m[r ? r - 1 : 0];
         v[MEMCPY] = memcpy_rate() / 1e6;
-        sample a = append_and_scan(root, small_n, SMALL);
+        sample a = append_and_scan(root, small_n, SMALL, false);
         v[AS_R] = small_n / a.append_s;
         v[AS_B] = small_n * (double)SMALL / a.append_s / 1e6;
         v[SS_R] = small_n / a.scan_s;
         v[SS_B] = small_n * (double)SMALL / a.scan_s / 1e6;
-        a = append_and_scan(root, large_n, LARGE);
+        a = append_and_scan(root, small_n, SMALL, true);
+        v[AP_R] = small_n / a.append_s;
+        v[AP_B] = small_n * (double)SMALL / a.append_s / 1e6;
+        a = append_and_scan(root, large_n, LARGE, false);
         v[AL_R] = large_n / a.append_s;
         v[AL_B] = large_n * (double)LARGE / a.append_s / 1e6;
         v[SL_R] = large_n / a.scan_s;
@@ -474,6 +481,9 @@ int main(int argc, char **argv)
     snprintf(name, sizeof name, "append %s x 100 B, batches of 500", ns);
     row(m, rounds, AS_R, name, "records/s", 1, 0);
     row(m, rounds, AS_B, name, "MB/s", 1, mc);
+    snprintf(name, sizeof name, "append %s x 100 B, one sl_put each", ns);
+    row(m, rounds, AP_R, name, "records/s", 1, 0);
+    row(m, rounds, AP_B, name, "MB/s", 1, mc);
     snprintf(name, sizeof name, "append %s x 64 KiB, batches of %zu", nl, large_batch);
     row(m, rounds, AL_R, name, "records/s", 1, 0);
     row(m, rounds, AL_B, name, "MB/s", 1, mc);
