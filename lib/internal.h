@@ -218,8 +218,11 @@ typedef struct sl_seg {
     uint64_t idx_low;                 /* lowest byte of the index area */
     uint32_t nidx;
     uint64_t next_idx_off;            /* next record at/after this gets one */
-    uint64_t prefault_end;            /* populated up to here */
+    /* the preparer thread populates pages ahead of the writer */
+    _Atomic uint64_t pf_end;          /* populated up to here */
+    _Atomic uint64_t kick_at;         /* a tail past this wakes the preparer */
     char *path;                       /* (I) */
+    char *tmp_path;                   /* while prepared but not published */
 } sl_seg;
 
 /* Header offsets (see the format comment in segment.c). */
@@ -298,8 +301,17 @@ typedef struct sl_segmark {
 } sl_segmark;
 SL_HIDDEN void sl__seg_mark(const sl_seg *g, sl_segmark *m);
 SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m);
-/* Writer: prefault the pages the next appends will touch. */
-SL_HIDDEN void sl__seg_prefault(sl_seg *g, uint64_t upto);
+/* Preparer: populate (MADV_POPULATE_WRITE) the pages up to `upto`, so the
+** writer's copies do not fault.  -1 if the kernel cannot. */
+SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto);
+/* Create a segment under its .tmp name, preallocated and mapped, not yet
+** part of the shard; publish gives it its name; discard removes it. */
+SL_HIDDEN int sl__seg_prepare(sl_seg **out, const sl_segctx *c,
+                              const char *shard_dir, uint64_t ordinal,
+                              uint64_t file_bytes);
+SL_HIDDEN int sl__seg_publish_file(sl_seg *g, const sl_segctx *c,
+                                   const char *shard_dir);
+SL_HIDDEN void sl__seg_discard(sl_seg *g);
 /* Minimum file size able to hold one record of `span` bytes. */
 SL_HIDDEN uint64_t sl__seg_bytes_for(uint64_t span, uint64_t configured);
 
@@ -346,6 +358,7 @@ struct sl_shard {
     uint64_t next_ordinal;            /* ordinal of the next new segment */
     uint64_t last_seq;                /* last committed in this shard */
     int64_t last_ms;                  /* clamp for arrival times */
+    sl_seg *spare;                    /* the next segment, prepared ahead */
 
     /* segment list, oldest first; seglock guards the array and mappings */
     pthread_mutex_t seglock;
@@ -385,6 +398,10 @@ SL_HIDDEN int sl__shard_wait_durable(sl_shard *sh, uint64_t seq);
 /* Make everything committed so far durable (interval thread, stream sync). */
 SL_HIDDEN int sl__shard_sync(sl_shard *sh);
 SL_HIDDEN void sl__shard_wake(sl_shard *sh);
+/* The preparer's work for one shard: populate pages ahead of the active
+** segment's tail; prepare the next segment once the active one is half
+** full.  Returns false if the kernel cannot populate (stop trying). */
+SL_HIDDEN bool sl__shard_prepare(sl_shard *sh);
 /* Reader helpers (take seglock internally). */
 /* Pin the segment with the smallest ordinal > after (NULL if none yet). */
 SL_HIDDEN int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out);
@@ -497,6 +514,13 @@ struct sl_stream {
     pthread_cond_t syncer_cv;
     bool syncer_stop;
     bool syncer_inited;
+
+    /* the preparer: populates pages and prepares segments off the append
+    ** path (writers only) */
+    pthread_t prep;
+    bool prep_running, prep_stop, prep_kicked, prep_cv_inited;
+    pthread_mutex_t prep_mu;
+    pthread_cond_t prep_cv;
 };
 
 static inline int64_t sl__now(sl_stream *s)
@@ -508,6 +532,8 @@ SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
 SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
 SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
+/* Wake the preparer (the writer crossed a segment's kick point). */
+SL_HIDDEN void sl__stream_kick(sl_stream *s);
 SL_HIDDEN void sl__stream_fail(sl_stream *s, int errnum, const char *what);
 SL_HIDDEN void sl__stream_report(sl_stream *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -92,7 +92,6 @@
 #define SEG_MAGIC 0x47534C53u
 #define TRL_MAGIC 0x54464C53u
 #define SEG_VERSION 1u
-#define PREFAULT_WINDOW (2u << 20)
 
 static inline uint64_t idx_slot_off(uint64_t file_bytes, uint32_t i)
 {
@@ -282,24 +281,27 @@ void sl__seg_free(sl_seg *g)
     sl__seg_unmap(g);
     free(g->mem_idx);
     free(g->path);
+    free(g->tmp_path);
     free(g);
 }
 
 /* ---- creation ----------------------------------------------------------- */
 
-int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
-                   uint64_t ordinal, uint64_t file_bytes)
+/* Create "<ordinal>.seg.tmp", preallocate it, write its header (synced if
+** c->sync_now) and map it.  It is not part of the shard until published. */
+int sl__seg_prepare(sl_seg **out, const sl_segctx *c, const char *shard_dir,
+                    uint64_t ordinal, uint64_t file_bytes)
 {
     *out = NULL;
     sl_seg *g = calloc(1, sizeof *g);
-    char *tmp = NULL;
     int fd = -1, rc = 0;
     if (!g || !(g->path = sl__seg_path(shard_dir, ordinal)) ||
-        asprintf(&tmp, "%s.tmp", g->path) < 0) {
-        tmp = NULL;
+        asprintf(&g->tmp_path, "%s.tmp", g->path) < 0) {
+        if (g) g->tmp_path = NULL;
         rc = sl__err(SL_ENOMEM, "allocating a segment");
         goto fail;
     }
+    const char *tmp = g->tmp_path;
     g->ordinal = ordinal;
     g->file_bytes = g->map_len = file_bytes;
     g->writable = true;
@@ -344,61 +346,76 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
         goto fail;
     }
     if ((rc = map_fd(g, fd, true)) != 0) goto fail;
-    if (sl__os.rename(tmp, g->path) != 0) {
-        rc = sl__errno(sl__errno_code(errno), errno, "renaming %s", tmp);
-        goto fail;
-    }
-    if (c->sync_now && sl__os_fsync_dir(shard_dir) != 0) {
-        /* the file exists under its name; the caller treats it as created
-        ** but the stream as failed */
-        rc = sl__errno(SL_EIO, errno, "syncing directory %s", shard_dir);
-        sl__os.close(fd);
-        fd = -1;
-        sl__os.unlink(g->path);
-        goto fail;
-    }
     sl__os.close(fd);
-    free(tmp);
     g->tail = SL_SEG_HDR;
     g->idx_low = file_bytes - SL_SEG_TRAILER;
     g->next_idx_off = SL_SEG_HDR;
-    g->prefault_end = SL_SEG_HDR;
+    atomic_init(&g->pf_end, SL_SEG_HDR);
+    atomic_init(&g->kick_at, 0);
     g->users = 1;                                   /* the writer's pin */
-    g->dir_durable = c->sync_now;
     *out = g;
     return 0;
 fail:
     if (fd >= 0) {
         sl__os.close(fd);
-        sl__os.unlink(tmp);
+        sl__os.unlink(g->tmp_path);
     }
-    free(tmp);
     sl__seg_free(g);
+    return rc;
+}
+
+/* Give a prepared segment its name (and, if c->sync_now, a durable one). */
+int sl__seg_publish_file(sl_seg *g, const sl_segctx *c, const char *shard_dir)
+{
+    if (sl__os.rename(g->tmp_path, g->path) != 0)
+        return sl__errno(sl__errno_code(errno), errno, "renaming %s", g->tmp_path);
+    free(g->tmp_path);
+    g->tmp_path = NULL;
+    if (c->sync_now && sl__os_fsync_dir(shard_dir) != 0) {
+        /* the name may or may not survive a power cut: take it back; the
+        ** caller fails the stream */
+        int rc = sl__errno(SL_EIO, errno, "syncing directory %s", shard_dir);
+        sl__os.unlink(g->path);
+        return rc;
+    }
+    g->dir_durable = c->sync_now;
+    return 0;
+}
+
+/* Drop a prepared segment that will not be used (removes its file). */
+void sl__seg_discard(sl_seg *g)
+{
+    if (!g) return;
+    if (g->tmp_path) sl__os.unlink(g->tmp_path);
+    sl__seg_free(g);
+}
+
+int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
+                   uint64_t ordinal, uint64_t file_bytes)
+{
+    int rc = sl__seg_prepare(out, c, shard_dir, ordinal, file_bytes);
+    if (rc == 0 && (rc = sl__seg_publish_file(*out, c, shard_dir)) != 0) {
+        sl__seg_discard(*out);
+        *out = NULL;
+    }
     return rc;
 }
 
 /* ---- writer: append, publish, seal, sync -------------------------------- */
 
-void sl__seg_prefault(sl_seg *g, uint64_t upto)
+int sl__seg_populate(sl_seg *g, uint64_t upto)
 {
+    uint64_t from = atomic_load_explicit(&g->pf_end, memory_order_relaxed) & ~(uint64_t)4095;
+    if (upto > g->file_bytes) upto = g->file_bytes;
+    upto = (upto + 4095) & ~(uint64_t)4095;
+    if (upto <= from) return 0;
 #ifdef MADV_POPULATE_WRITE
-    if (upto + PREFAULT_WINDOW / 4 <= g->prefault_end) return;
-    uint64_t from = g->prefault_end & ~(uint64_t)4095;
-    uint64_t to = (upto + PREFAULT_WINDOW) & ~(uint64_t)4095;
-    if (to > g->idx_low) to = g->idx_low & ~(uint64_t)4095;
-    if (to <= from) {
-        g->prefault_end = g->file_bytes;
-        return;
-    }
-    if (madvise(g->base + from, to - from, MADV_POPULATE_WRITE) != 0 &&
-        (errno == EINVAL || errno == ENOSYS)) {
-        g->prefault_end = g->file_bytes;           /* kernel < 5.14 */
-        return;
-    }
-    g->prefault_end = to;
+    if (madvise(g->base + from, upto - from, MADV_POPULATE_WRITE) != 0)
+        return errno == EINVAL || errno == ENOSYS ? -1 : 0;   /* -1: unsupported */
+    atomic_store_explicit(&g->pf_end, upto, memory_order_relaxed);
+    return 0;
 #else
-    (void)upto;
-    g->prefault_end = g->file_bytes;
+    return -1;
 #endif
 }
 
@@ -406,7 +423,6 @@ void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
                     uint32_t klen, const void *data, uint32_t dlen)
 {
     uint64_t off = g->tail, span = sl__rec_span(klen, dlen);
-    if (SL_UNLIKELY(off + span > g->prefault_end)) sl__seg_prefault(g, off + span);
     sl__rec_write(g->base + off, seq, ms, key, klen, data, dlen);
     if (off >= g->next_idx_off) {
         uint8_t *e = g->base + idx_slot_off(g->file_bytes, g->nidx);
@@ -861,7 +877,8 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
             sl__seg_unmap(g);
         } else {
             g->users = 1;                           /* the writer's pin */
-            g->prefault_end = g->tail;
+            atomic_init(&g->pf_end, g->tail);       /* written pages exist */
+            atomic_init(&g->kick_at, 0);
         }
     } else {
         if ((rc = map_fd(g, fd, false)) != 0) goto out;

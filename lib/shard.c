@@ -67,6 +67,7 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
 void sl__shard_destroy(sl_shard *sh)
 {
     if (!sh->dir) return;
+    sl__seg_discard(sh->spare);
     for (size_t i = 0; i < sh->nseg; i++) sl__seg_free(sh->segs[i]);
     free(sh->segs);
     free(sh->dir);
@@ -430,9 +431,19 @@ static int roll(sl_shard *sh, uint64_t span)
         pthread_mutex_unlock(&sh->seglock);
         sl__shard_wake(sh);
     }
-    sl_seg *g;
-    int rc = sl__seg_create(&g, &c, sh->dir, sh->next_ordinal,
-                            sl__seg_bytes_for(span, s->man.segment_bytes));
+    uint64_t bytes = sl__seg_bytes_for(span, s->man.segment_bytes);
+    sl_seg *g = sh->spare;
+    int rc = 0;
+    sh->spare = NULL;
+    if (g && (g->ordinal != sh->next_ordinal || g->file_bytes < bytes)) {
+        sl__seg_discard(g);                 /* too small for this record */
+        g = NULL;
+    }
+    if (g && (rc = sl__seg_publish_file(g, &c, sh->dir)) != 0) {
+        sl__seg_discard(g);
+        g = NULL;
+    }
+    if (!g && rc == 0) rc = sl__seg_create(&g, &c, sh->dir, sh->next_ordinal, bytes);
     if (rc) {
         if (rc == SL_EIO) sl__stream_fail(s, EIO, sl__errtext());
         return rc;
@@ -482,11 +493,72 @@ int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
         sh->last_seq = first + i - 1;
         sh->last_ms = ms;
     }
-out:
+out:;
+    /* past the kick point: the preparer should populate further ahead */
+    sl_seg *a = sh->active;
+    bool kick = a && a->tail > atomic_load_explicit(&a->kick_at, memory_order_relaxed);
+    if (kick) atomic_store_explicit(&a->kick_at, UINT64_MAX, memory_order_relaxed);
     pthread_mutex_unlock(&sh->lock);
     if (i) sl__shard_wake(sh);
+    if (kick) sl__stream_kick(s);
     *done = i;
     return rc;
+}
+
+/* ---- the preparer's work ---------------------------------------------------
+** Populating pages (MADV_POPULATE_WRITE) makes the kernel allocate and zero
+** page-cache folios: the largest cost of appending to a fresh file.  Done
+** here, on the preparer thread, a window ahead of the tail, the writer's
+** copies meet pages that exist.  The window is bounded so that few zero
+** pages are dirtied long before use (they would be written back twice). */
+#define PREP_WINDOW (8u << 20)
+
+bool sl__shard_prepare(sl_shard *sh)
+{
+    sl_stream *s = sh->s;
+    bool ok = true;
+    pthread_mutex_lock(&sh->seglock);
+    sl_seg *g = sh->active;
+    if (g) g->users++;
+    pthread_mutex_unlock(&sh->seglock);
+    uint64_t tail = 0;
+    if (g) {
+        tail = __atomic_load_n(sl__hdr64(g, SL_H_COMMIT_TAIL), __ATOMIC_ACQUIRE);
+        if (!sl__seg_is_sealed(g)) {
+            uint64_t upto = tail + PREP_WINDOW;
+            if (atomic_load_explicit(&g->pf_end, memory_order_relaxed) < upto) {
+                ok = sl__seg_populate(g, upto) == 0;
+                uint64_t pf = atomic_load_explicit(&g->pf_end, memory_order_relaxed);
+                atomic_store_explicit(&g->kick_at, pf - PREP_WINDOW / 2 > tail ? pf - PREP_WINDOW / 2 : tail,
+                                      memory_order_relaxed);
+            }
+        }
+        sl__shard_put_seg(sh, g);
+    }
+    /* the next segment, once the active one is half full */
+    pthread_mutex_lock(&sh->lock);
+    bool want = !sh->spare && sh->active == g && g && !atomic_load(&s->failed) &&
+                tail > g->file_bytes / 2;
+    uint64_t ordinal = sh->next_ordinal;
+    pthread_mutex_unlock(&sh->lock);
+    if (want) {
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        sl_seg *sp;
+        /* a failure here (a full disk) is the writer's to report, when it
+        ** needs the segment */
+        if (sl__seg_prepare(&sp, &c, sh->dir, ordinal, s->man.segment_bytes) == 0) {
+            if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW);
+            pthread_mutex_lock(&sh->lock);
+            if (!sh->spare && sh->next_ordinal == ordinal) {
+                sh->spare = sp;
+                sp = NULL;
+            }
+            pthread_mutex_unlock(&sh->lock);
+            sl__seg_discard(sp);
+        }
+    }
+    return ok;
 }
 
 /* ---- durability --------------------------------------------------------- */

@@ -354,12 +354,76 @@ static void syncer_stop(sl_stream *s)
     }
 }
 
+/* ---- the preparer ------------------------------------------------------- */
+
+void sl__stream_kick(sl_stream *s)
+{
+    pthread_mutex_lock(&s->prep_mu);
+    s->prep_kicked = true;
+    pthread_cond_signal(&s->prep_cv);
+    pthread_mutex_unlock(&s->prep_mu);
+}
+
+static void *prep_main(void *arg)
+{
+    sl_stream *s = arg;
+    bool populate = true;
+    pthread_mutex_lock(&s->prep_mu);
+    while (!s->prep_stop) {
+        if (!s->prep_kicked) {
+            /* kicks drive it; the timeout catches a spare to prepare */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->prep_cv, &s->prep_mu, &ts);
+            if (s->prep_stop) break;
+        }
+        s->prep_kicked = false;
+        pthread_mutex_unlock(&s->prep_mu);
+        for (size_t i = 0; i < s->nshards && populate; i++)
+            populate = sl__shard_prepare(s->shards[i]);
+        pthread_mutex_lock(&s->prep_mu);
+    }
+    pthread_mutex_unlock(&s->prep_mu);
+    return NULL;
+}
+
+static int prep_start(sl_stream *s)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->prep_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    s->prep_cv_inited = true;
+    if (pthread_create(&s->prep, NULL, prep_main, s) != 0)
+        return sl__err(SL_ENOMEM, "starting the preparer thread");
+    s->prep_running = true;
+    return 0;
+}
+
+static void prep_stop(sl_stream *s)
+{
+    if (!s->prep_running) return;
+    pthread_mutex_lock(&s->prep_mu);
+    s->prep_stop = true;
+    pthread_cond_signal(&s->prep_cv);
+    pthread_mutex_unlock(&s->prep_mu);
+    pthread_join(s->prep, NULL);
+    s->prep_running = false;
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void stream_free(sl_stream *s)
 {
     if (!s) return;
     syncer_stop(s);
+    prep_stop(s);
     for (size_t i = 0; i < s->nshards; i++) {
         if (s->shards[i]) {
             sl__shard_destroy(s->shards[i]);
@@ -374,6 +438,8 @@ static void stream_free(sl_stream *s)
     sl__manifest_free(&s->man);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->seq_mu);
+    pthread_mutex_destroy(&s->prep_mu);
+    if (s->prep_cv_inited) pthread_cond_destroy(&s->prep_cv);
     free(s->root);
     free(s->dir);
     free(s);
@@ -495,6 +561,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     s->lock_fd = s->seq_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->seq_mu, NULL);
+    pthread_mutex_init(&s->prep_mu, NULL);
     s->readonly = opts && (opts->flags & SL_OPEN_READONLY);
     s->clock = (opts && opts->clock) ? *opts->clock : sl__real_clock;
     if (opts) {
@@ -570,6 +637,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     if (writer && (rc = seq_open(s, max_seen)) != 0) goto fail;
     if (writer && s->durability == SL_DURABILITY_INTERVAL && (rc = syncer_start(s)) != 0)
         goto fail;
+    if (writer && (rc = prep_start(s)) != 0) goto fail;
     *out = s;
     return 0;
 fail:
