@@ -30,10 +30,14 @@
 
 sl_u128 sl__u128_from_be(const uint8_t b[16])
 {
-    sl_u128 v = {0, 0};
-    for (int i = 0; i < 8; i++) v.hi = (v.hi << 8) | b[i];
-    for (int i = 8; i < 16; i++) v.lo = (v.lo << 8) | b[i];
-    return v;
+    uint64_t hi, lo;
+    memcpy(&hi, b, 8);
+    memcpy(&lo, b + 8, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    hi = __builtin_bswap64(hi);
+    lo = __builtin_bswap64(lo);
+#endif
+    return (sl_u128){hi, lo};
 }
 
 void sl__u128_to_be(uint8_t b[16], sl_u128 v)
@@ -149,7 +153,15 @@ void sl__hashkey_split(sl_u128 *start, sl_u128 *end, uint32_t i, uint32_t n)
 int sl__utf8_scan(const char *str, size_t *bytes, size_t *points, size_t *units)
 {
     const unsigned char *p = (const unsigned char *)str;
-    size_t i = 0, np = 0, nu = 0;
+    size_t i = 0, np = 0, nu = 0, len = strlen(str);
+    /* ASCII runs, 8 bytes at a time (keys are mostly ASCII) */
+    while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ull) break;
+        i += 8;
+    }
+    np = nu = i;
     while (p[i]) {
         unsigned c = p[i], need, cp;
         if (c < 0x80) { cp = c; need = 0; }

@@ -341,6 +341,8 @@ SL_HIDDEN void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
 /* ---- Shards (shard.c) --------------------------------------------------- */
 #define SL_NO_SHARD UINT32_MAX
 
+/* Shards are allocated on their own cache lines (sl__shard_alloc), so two
+** threads appending to two shards never share a line. */
 struct sl_shard {
     /* identity and lineage (immutable while the stream is open) */
     uint32_t index;
@@ -359,6 +361,7 @@ struct sl_shard {
     uint64_t last_seq;                /* last committed in this shard */
     int64_t last_ms;                  /* clamp for arrival times */
     sl_seg *spare;                    /* the next segment, prepared ahead */
+    uint64_t seq_next, seq_end;       /* this shard's block of numbers */
 
     /* segment list, oldest first; seglock guards the array and mappings */
     pthread_mutex_t seglock;
@@ -384,6 +387,7 @@ typedef struct sl_pending {
     size_t entry;                     /* index in the caller's batch */
 } sl_pending;
 
+SL_HIDDEN sl_shard *sl__shard_alloc(void);
 SL_HIDDEN int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index);
 SL_HIDDEN void sl__shard_destroy(sl_shard *sh);
 /* Load the shard's segments (writer: recover; reader: follow). */

@@ -6,8 +6,9 @@
 ** sl_put_result.error_message points at (valid until the producer's next
 ** call).  Validation follows Kinesis: a bad entry fails alone with a
 ** ValidationException-style message naming the field and the limit.
-** A batch is grouped by shard (stable, so request order holds within a
-** shard) and each shard's group is appended under one lock acquisition.
+** A batch is grouped by shard (request order holds within a shard, in
+** linear time, with no sort) and each shard's group is appended under one
+** lock acquisition.
 */
 #include "internal.h"
 
@@ -21,11 +22,19 @@ struct sl_producer {
     sl_stream *s;
     sl_md5 *md5;
     char msg1[MSG_MAX];               /* error text of the last single put */
+    /* batch scratch, SL_BATCH_RECORDS_MAX entries each */
     char (*msgs)[MSG_MAX];            /* per-entry error texts */
-    sl_pending *pend;                 /* batch scratch, SL_BATCH_RECORDS_MAX */
-    uint32_t *shard_of;
-    size_t *order;
+    sl_pending *pend;                 /* validated entries, by entry */
+    sl_shard **shard_of;
+    int32_t *next;                    /* next entry of the same shard */
+    sl_pending *grp;                  /* one shard's entries, in order */
     uint64_t *seqs;
+    /* grouping by shard without sorting or clearing: a shard's group is
+    ** valid in this batch when its stamp is the batch's generation */
+    uint32_t *stamp;
+    uint16_t *group_of;
+    size_t nstamp;
+    uint32_t gen;
 };
 
 int sl_producer_open(sl_producer **out, sl_stream *s)
@@ -55,8 +64,11 @@ void sl_producer_close(sl_producer *p)
     free(p->msgs);
     free(p->pend);
     free(p->shard_of);
-    free(p->order);
+    free(p->next);
+    free(p->grp);
     free(p->seqs);
+    free(p->stamp);
+    free(p->group_of);
     free(p);
 }
 
@@ -155,33 +167,39 @@ int sl_put(sl_producer *p, const char *partition_key, const void *data,
 
 static int scratch(sl_producer *p)
 {
-    if (p->pend) return 0;
-    size_t n = SL_BATCH_RECORDS_MAX;
-    p->msgs = malloc(n * sizeof *p->msgs);
-    p->pend = malloc(n * sizeof *p->pend);
-    p->shard_of = malloc(n * sizeof *p->shard_of);
-    p->order = malloc(n * sizeof *p->order);
-    p->seqs = malloc(n * sizeof *p->seqs);
-    if (p->msgs && p->pend && p->shard_of && p->order && p->seqs) return 0;
-    free(p->msgs);
-    free(p->pend);
-    free(p->shard_of);
-    free(p->order);
-    free(p->seqs);
-    p->msgs = NULL;
-    p->pend = NULL;
-    p->shard_of = NULL;
-    p->order = NULL;
-    p->seqs = NULL;
-    return sl__err(SL_ENOMEM, "allocating batch space");
-}
-
-static int cmp_order(const void *a, const void *b, void *ctx)
-{
-    const uint32_t *shard_of = ctx;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    if (shard_of[x] != shard_of[y]) return shard_of[x] < shard_of[y] ? -1 : 1;
-    return x < y ? -1 : x > y;          /* stable: request order */
+    size_t ns = p->s->nshards;
+    if (p->pend && p->nstamp >= ns) return 0;
+    if (!p->pend) {
+        size_t n = SL_BATCH_RECORDS_MAX;
+        char (*msgs)[MSG_MAX] = malloc(n * sizeof *msgs);
+        sl_pending *pend = malloc(n * sizeof *pend), *grp = malloc(n * sizeof *grp);
+        sl_shard **shard_of = malloc(n * sizeof *shard_of);
+        int32_t *next = malloc(n * sizeof *next);
+        uint64_t *seqs = malloc(n * sizeof *seqs);
+        if (!msgs || !pend || !grp || !shard_of || !next || !seqs) {
+            free(msgs);
+            free(pend);
+            free(grp);
+            free(shard_of);
+            free(next);
+            free(seqs);
+            return sl__err(SL_ENOMEM, "allocating batch space");
+        }
+        p->msgs = msgs;
+        p->pend = pend;
+        p->grp = grp;
+        p->shard_of = shard_of;
+        p->next = next;
+        p->seqs = seqs;
+    }
+    uint32_t *st = realloc(p->stamp, ns * sizeof *st);
+    if (st) p->stamp = st;
+    uint16_t *go = realloc(p->group_of, ns * sizeof *go);
+    if (go) p->group_of = go;
+    if (!st || !go) return sl__err(SL_ENOMEM, "allocating batch space");
+    memset(p->stamp + p->nstamp, 0, (ns - p->nstamp) * sizeof *st);
+    p->nstamp = ns;
+    return 0;
 }
 
 int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
@@ -211,7 +229,14 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
     if ((rc = sl__stream_check_writable(s)) != 0 || (rc = scratch(p)) != 0)
         return sl__ret(p, rc);
 
-    size_t failed = 0, ok = 0;
+    /* validate and route every entry; chain each shard's entries in
+    ** request order (heads/tails per group, groups in order of first use) */
+    size_t failed = 0, ngroups = 0;
+    int32_t head[SL_BATCH_RECORDS_MAX], tail[SL_BATCH_RECORDS_MAX];
+    if (++p->gen == 0) {                /* wrapped: forget every stamp */
+        memset(p->stamp, 0, p->nstamp * sizeof *p->stamp);
+        p->gen = 1;
+    }
     for (size_t i = 0; i < n; i++) {
         sl_shard *sh;
         int r = prepare(p, &entries[i], &p->pend[i], &sh);
@@ -221,37 +246,42 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
             continue;
         }
         p->pend[i].entry = i;
-        p->shard_of[i] = sh->index;
-        p->order[ok++] = i;
+        p->shard_of[i] = sh;
+        p->next[i] = -1;
         results[i].error = 0;
-    }
-    qsort_r(p->order, ok, sizeof *p->order, cmp_order, p->shard_of);
-
-    /* one append per shard group */
-    sl_pending grp[SL_BATCH_RECORDS_MAX];
-    for (size_t a = 0; a < ok;) {
-        size_t b = a;
-        uint32_t si = p->shard_of[p->order[a]];
-        while (b < ok && p->shard_of[p->order[b]] == si) {
-            grp[b - a] = p->pend[p->order[b]];
-            b++;
+        uint32_t si = sh->index;
+        if (p->stamp[si] != p->gen) {
+            p->stamp[si] = p->gen;
+            p->group_of[si] = (uint16_t)ngroups;
+            head[ngroups] = tail[ngroups] = (int32_t)i;
+            ngroups++;
+        } else {
+            uint16_t g = p->group_of[si];
+            p->next[tail[g]] = (int32_t)i;
+            tail[g] = (int32_t)i;
         }
-        sl_shard *sh = s->shards[si];
+    }
+
+    /* one append per shard group, one clock read per batch */
+    int64_t now = ngroups ? sl__now(s) : 0;
+    for (size_t g = 0; g < ngroups; g++) {
+        size_t k = 0;
+        for (int32_t i = head[g]; i >= 0; i = p->next[i]) p->grp[k++] = p->pend[i];
+        sl_shard *sh = p->shard_of[head[g]];
         size_t done = 0;
-        int r = sl__shard_append(sh, grp, b - a, sl__now(s), p->seqs, &done);
+        int r = sl__shard_append(sh, p->grp, k, now, p->seqs, &done);
         int dr = 0;                     /* ALWAYS: committed is not enough */
         if (done && s->durability == SL_DURABILITY_ALWAYS)
             dr = sl__shard_wait_durable(sh, p->seqs[done - 1]);
-        for (size_t k = 0; k < b - a; k++) {
-            size_t i = grp[k].entry;
-            if (k < done && dr == 0) {
-                result_ok(&results[i], sh, p->seqs[k]);
+        for (size_t j = 0; j < k; j++) {
+            size_t i = p->grp[j].entry;
+            if (j < done && dr == 0) {
+                result_ok(&results[i], sh, p->seqs[j]);
             } else {
-                result_err(p, &results[i], i, k < done ? dr : r);
+                result_err(p, &results[i], i, j < done ? dr : r);
                 failed++;
             }
         }
-        a = b;
     }
     if (failed_out) *failed_out = failed;
     return 0;

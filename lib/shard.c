@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SEQ_SHARD_BLOCK 1024u
+
 void sl__segctx_init(sl_segctx *c, sl_shard *sh)
 {
     sl_stream *s = sh->s;
@@ -40,6 +42,14 @@ void sl__segctx_init(sl_segctx *c, sl_shard *sh)
     c->report = s->report;
     c->report_ctx = s->report_ctx;
     c->damage_count = &s->damage;
+}
+
+sl_shard *sl__shard_alloc(void)
+{
+    size_t sz = (sizeof(sl_shard) + 63) & ~(size_t)63;
+    sl_shard *sh = aligned_alloc(64, sz);
+    if (sh) memset(sh, 0, sz);
+    return sh;
 }
 
 int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
@@ -469,10 +479,20 @@ int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
     size_t i = 0;
     int rc;
     pthread_mutex_lock(&sh->lock);
-    uint64_t first;
-    if ((rc = sl__stream_check_writable(s)) != 0 ||
-        (rc = sl__stream_take_seqs(s, n, &first)) != 0)
-        goto out;
+    if ((rc = sl__stream_check_writable(s)) != 0) goto out;
+    if (SL_UNLIKELY(sh->seq_end - sh->seq_next < n)) {
+        /* a new block of numbers for this shard: the stream-wide counter
+        ** (an atomic shared by every writer thread) is touched once per
+        ** block, not per record.  Numbers stay unique in the stream and
+        ** increasing in the shard; across shards they interleave, which
+        ** Kinesis does not promise either. */
+        uint64_t want = n > SEQ_SHARD_BLOCK ? n : SEQ_SHARD_BLOCK, f;
+        if ((rc = sl__stream_take_seqs(s, want, &f)) != 0) goto out;
+        sh->seq_next = f;
+        sh->seq_end = f + want;
+    }
+    uint64_t first = sh->seq_next;
+    sh->seq_next += n;
     int64_t ms = now_ms > sh->last_ms ? now_ms : sh->last_ms;
     for (; i < n; i++) {
         const sl_pending *r = &recs[i];

@@ -616,7 +616,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     uint64_t max_seen = 0;
     for (size_t i = 0; i < s->nshards; i++) {
         const sl_mshard *m = &s->man.shards[i];
-        sl_shard *sh = calloc(1, sizeof *sh);
+        sl_shard *sh = sl__shard_alloc();
         if (!sh) {
             rc = sl__err(SL_ENOMEM, "allocating shards");
             goto fail;

@@ -402,13 +402,23 @@ static void sequence_never_reused(void **state)
         else s = tu_open(*state, "sq", NULL);
         sl_producer *p;
         assert_int_equal(sl_producer_open(&p, s), 0);
+        /* unique, increasing per shard, and above every earlier round's
+        ** (across shards within a round they interleave) */
+        uint64_t seen[100], last[2] = {0, 0}, round_max = 0;
         for (int i = 0; i < 100; i++) {
             char k[8];
             snprintf(k, sizeof k, "%d", i);
-            uint64_t q = tu_put(p, k, i);
-            assert_true(q > maxseq);
-            maxseq = q;
+            sl_put_entry e = {k, "x", 1, NULL};
+            sl_put_result r;
+            assert_int_equal(sl_producer_put(p, &e, &r), 0);
+            assert_true(r.sequence > maxseq);
+            assert_true(r.sequence > last[r.shard_index]);
+            last[r.shard_index] = r.sequence;
+            for (int j = 0; j < i; j++) assert_true(seen[j] != r.sequence);
+            seen[i] = r.sequence;
+            if (r.sequence > round_max) round_max = r.sequence;
         }
+        maxseq = round_max;
         sl_producer_close(p);
         assert_int_equal(sl_stream_close(s), 0);
         for (int sh = 0; sh < 2; sh++) {
