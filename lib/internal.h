@@ -302,8 +302,9 @@ typedef struct sl_segmark {
 SL_HIDDEN void sl__seg_mark(const sl_seg *g, sl_segmark *m);
 SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m);
 /* Preparer: populate (MADV_POPULATE_WRITE) the pages up to `upto`, so the
-** writer's copies do not fault.  -1 if the kernel cannot. */
-SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto);
+** writer's copies do not fault, and if `prewrite`, write them out so that
+** later syncs need no filesystem metadata.  -1 if the kernel cannot. */
+SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto, bool prewrite);
 /* Create a segment under its .tmp name, preallocated and mapped, not yet
 ** part of the shard; publish gives it its name; discard removes it. */
 SL_HIDDEN int sl__seg_prepare(sl_seg **out, const sl_segctx *c,
@@ -519,6 +520,14 @@ struct sl_stream {
     bool syncer_stop;
     bool syncer_inited;
 
+    /* ALWAYS mode: helpers that sync several shards at once for a batch */
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_cv;
+    struct sl_syncjob *pool_jobs;     /* queue, linked through ->next */
+    pthread_t pool_th[3];
+    int pool_n;
+    bool pool_stop;
+
     /* the preparer: populates pages and prepares segments off the append
     ** path (writers only) */
     pthread_t prep;
@@ -536,6 +545,11 @@ SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
 SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
 SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
+/* ALWAYS mode: wait until each shards[i] is durable up to seqs[i], the
+** shards synced concurrently; rcs[i] and msgs[i] (256 bytes) per shard. */
+SL_HIDDEN void sl__stream_wait_durable_many(sl_stream *s, sl_shard **shards,
+                                            const uint64_t *seqs, int *rcs,
+                                            char (*msgs)[256], size_t n);
 /* Wake the preparer (the writer crossed a segment's kick point). */
 SL_HIDDEN void sl__stream_kick(sl_stream *s);
 SL_HIDDEN void sl__stream_fail(sl_stream *s, int errnum, const char *what);

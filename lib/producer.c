@@ -28,7 +28,10 @@ struct sl_producer {
     sl_shard **shard_of;
     int32_t *next;                    /* next entry of the same shard */
     sl_pending *grp;                  /* one shard's entries, in order */
-    uint64_t *seqs;
+    uint64_t *seqs;                   /* sequence number, by entry */
+    uint64_t *gseq;                   /* one shard's sequence numbers */
+    char (*gmsg)[256];                /* a group's append error text */
+    char (*dmsg)[256];                /* a group's sync error text */
     /* grouping by shard without sorting or clearing: a shard's group is
     ** valid in this batch when its stamp is the batch's generation */
     uint32_t *stamp;
@@ -67,6 +70,9 @@ void sl_producer_close(sl_producer *p)
     free(p->next);
     free(p->grp);
     free(p->seqs);
+    free(p->gseq);
+    free(p->gmsg);
+    free(p->dmsg);
     free(p->stamp);
     free(p->group_of);
     free(p);
@@ -175,16 +181,23 @@ static int scratch(sl_producer *p)
         sl_pending *pend = malloc(n * sizeof *pend), *grp = malloc(n * sizeof *grp);
         sl_shard **shard_of = malloc(n * sizeof *shard_of);
         int32_t *next = malloc(n * sizeof *next);
-        uint64_t *seqs = malloc(n * sizeof *seqs);
-        if (!msgs || !pend || !grp || !shard_of || !next || !seqs) {
+        uint64_t *seqs = malloc(n * sizeof *seqs), *gseq = malloc(n * sizeof *gseq);
+        char (*gmsg)[256] = malloc(n * sizeof *gmsg), (*dmsg)[256] = malloc(n * sizeof *dmsg);
+        if (!msgs || !pend || !grp || !shard_of || !next || !seqs || !gseq || !gmsg || !dmsg) {
             free(msgs);
             free(pend);
             free(grp);
             free(shard_of);
             free(next);
             free(seqs);
+            free(gseq);
+            free(gmsg);
+            free(dmsg);
             return sl__err(SL_ENOMEM, "allocating batch space");
         }
+        p->gseq = gseq;
+        p->gmsg = gmsg;
+        p->dmsg = dmsg;
         p->msgs = msgs;
         p->pend = pend;
         p->grp = grp;
@@ -264,21 +277,45 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
 
     /* one append per shard group, one clock read per batch */
     int64_t now = ngroups ? sl__now(s) : 0;
+    sl_shard *gshard[SL_BATCH_RECORDS_MAX];
+    uint64_t glast[SL_BATCH_RECORDS_MAX];
+    int grc[SL_BATCH_RECORDS_MAX];
+    size_t gdone[SL_BATCH_RECORDS_MAX], nsync = 0;
     for (size_t g = 0; g < ngroups; g++) {
         size_t k = 0;
         for (int32_t i = head[g]; i >= 0; i = p->next[i]) p->grp[k++] = p->pend[i];
         sl_shard *sh = p->shard_of[head[g]];
-        size_t done = 0;
-        int r = sl__shard_append(sh, p->grp, k, now, p->seqs, &done);
-        int dr = 0;                     /* ALWAYS: committed is not enough */
-        if (done && s->durability == SL_DURABILITY_ALWAYS)
-            dr = sl__shard_wait_durable(sh, p->seqs[done - 1]);
-        for (size_t j = 0; j < k; j++) {
-            size_t i = p->grp[j].entry;
-            if (j < done && dr == 0) {
-                result_ok(&results[i], sh, p->seqs[j]);
+        grc[g] = sl__shard_append(sh, p->grp, k, now, p->gseq, &gdone[g]);
+        for (size_t j = 0; j < k; j++) p->seqs[p->grp[j].entry] = j < gdone[g] ? p->gseq[j] : 0;
+        if (grc[g]) snprintf(p->gmsg[g], sizeof p->gmsg[g], "%s", sl__errtext());
+        if (gdone[g]) glast[g] = p->gseq[gdone[g] - 1];
+    }
+    /* ALWAYS: committed is not enough; sync every touched shard at once */
+    int drc[SL_BATCH_RECORDS_MAX];
+    if (s->durability == SL_DURABILITY_ALWAYS) {
+        for (size_t g = 0; g < ngroups; g++) {
+            if (!gdone[g]) continue;
+            gshard[nsync] = p->shard_of[head[g]];
+            glast[nsync] = glast[g];
+            nsync++;
+        }
+        sl__stream_wait_durable_many(s, gshard, glast, drc, p->dmsg, nsync);
+    }
+    for (size_t g = 0, d = 0; g < ngroups; g++) {
+        int dr = 0;
+        const char *dm = "";
+        if (s->durability == SL_DURABILITY_ALWAYS && gdone[g]) {
+            dr = drc[d];
+            dm = p->dmsg[d];
+            d++;
+        }
+        size_t j = 0;
+        for (int32_t i = head[g]; i >= 0; i = p->next[i], j++) {
+            if (j < gdone[g] && dr == 0) {
+                result_ok(&results[i], p->shard_of[i], p->seqs[i]);
             } else {
-                result_err(p, &results[i], i, j < done ? dr : r);
+                sl__err(j < gdone[g] ? dr : grc[g], "%s", j < gdone[g] ? dm : p->gmsg[g]);
+                result_err(p, &results[i], (size_t)i, j < gdone[g] ? dr : grc[g]);
                 failed++;
             }
         }

@@ -536,7 +536,7 @@ out:;
 bool sl__shard_prepare(sl_shard *sh)
 {
     sl_stream *s = sh->s;
-    bool ok = true;
+    bool ok = true, prewrite = s->durability == SL_DURABILITY_ALWAYS;
     pthread_mutex_lock(&sh->seglock);
     sl_seg *g = sh->active;
     if (g) g->users++;
@@ -547,7 +547,7 @@ bool sl__shard_prepare(sl_shard *sh)
         if (!sl__seg_is_sealed(g)) {
             uint64_t upto = tail + PREP_WINDOW;
             if (atomic_load_explicit(&g->pf_end, memory_order_relaxed) < upto) {
-                ok = sl__seg_populate(g, upto) == 0;
+                ok = sl__seg_populate(g, upto, prewrite) == 0;
                 uint64_t pf = atomic_load_explicit(&g->pf_end, memory_order_relaxed);
                 atomic_store_explicit(&g->kick_at, pf - PREP_WINDOW / 2 > tail ? pf - PREP_WINDOW / 2 : tail,
                                       memory_order_relaxed);
@@ -568,7 +568,7 @@ bool sl__shard_prepare(sl_shard *sh)
         /* a failure here (a full disk) is the writer's to report, when it
         ** needs the segment */
         if (sl__seg_prepare(&sp, &c, sh->dir, ordinal, s->man.segment_bytes) == 0) {
-            if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW);
+            if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW, prewrite);
             pthread_mutex_lock(&sh->lock);
             if (!sh->spare && sh->next_ordinal == ordinal) {
                 sh->spare = sp;

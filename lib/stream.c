@@ -354,6 +354,95 @@ static void syncer_stop(sl_stream *s)
     }
 }
 
+/* ---- syncing several shards at once ---------------------------------------
+** A PutRecords batch in ALWAYS mode that touched k shards needs k syncs;
+** one after the other they cost k sync latencies.  Run concurrently (the
+** caller takes one, up to three pool threads the rest) their I/O overlaps.
+** The pool starts on first use and stops with the stream. */
+
+typedef struct sl_syncjob {
+    struct sl_syncjob *next;
+    sl_shard *sh;
+    uint64_t seq;
+    int *rc;
+    char *msg;
+    int *pending;                     /* under pool_mu; 0 wakes the caller */
+} sl_syncjob;
+
+static void syncjob_run(sl_syncjob *j)
+{
+    *j->rc = sl__shard_wait_durable(j->sh, j->seq);
+    if (*j->rc) snprintf(j->msg, 256, "%s", sl__errtext());
+}
+
+static void *pool_main(void *arg)
+{
+    sl_stream *s = arg;
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) {
+        while (!s->pool_jobs && !s->pool_stop) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+        if (!s->pool_jobs) break;                   /* stopping */
+        sl_syncjob *j = s->pool_jobs;
+        s->pool_jobs = j->next;
+        pthread_mutex_unlock(&s->pool_mu);
+        syncjob_run(j);
+        pthread_mutex_lock(&s->pool_mu);
+        if (--*j->pending == 0) pthread_cond_broadcast(&s->pool_cv);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    return NULL;
+}
+
+void sl__stream_wait_durable_many(sl_stream *s, sl_shard **shards, const uint64_t *seqs,
+                                  int *rcs, char (*msgs)[256], size_t n)
+{
+    sl_syncjob jobs[SL_BATCH_RECORDS_MAX];
+    int pending = 0;
+    pthread_mutex_lock(&s->pool_mu);
+    while (s->pool_n < 3 && (size_t)s->pool_n + 1 < n && !s->pool_stop) {
+        if (pthread_create(&s->pool_th[s->pool_n], NULL, pool_main, s) != 0) break;
+        s->pool_n++;
+    }
+    bool helpers = s->pool_n > 0;
+    for (size_t i = 1; helpers && i < n; i++) {
+        jobs[i] = (sl_syncjob){s->pool_jobs, shards[i], seqs[i], &rcs[i], msgs[i], &pending};
+        s->pool_jobs = &jobs[i];
+        pending++;
+    }
+    if (pending) pthread_cond_broadcast(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    for (size_t i = 0; i < n; i++) {
+        if (i && helpers) break;
+        jobs[i] = (sl_syncjob){NULL, shards[i], seqs[i], &rcs[i], msgs[i], NULL};
+        syncjob_run(&jobs[i]);
+    }
+    /* take queued jobs back rather than idle while helpers are busy */
+    pthread_mutex_lock(&s->pool_mu);
+    while (pending) {
+        sl_syncjob *j = s->pool_jobs;
+        if (j && j->pending == &pending) {
+            s->pool_jobs = j->next;
+            pthread_mutex_unlock(&s->pool_mu);
+            syncjob_run(j);
+            pthread_mutex_lock(&s->pool_mu);
+            pending--;
+            continue;
+        }
+        pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+static void pool_stop(sl_stream *s)
+{
+    pthread_mutex_lock(&s->pool_mu);
+    s->pool_stop = true;
+    pthread_cond_broadcast(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
+    for (int i = 0; i < s->pool_n; i++) pthread_join(s->pool_th[i], NULL);
+    s->pool_n = 0;
+}
+
 /* ---- the preparer ------------------------------------------------------- */
 
 void sl__stream_kick(sl_stream *s)
@@ -424,6 +513,7 @@ static void stream_free(sl_stream *s)
     if (!s) return;
     syncer_stop(s);
     prep_stop(s);
+    pool_stop(s);
     for (size_t i = 0; i < s->nshards; i++) {
         if (s->shards[i]) {
             sl__shard_destroy(s->shards[i]);
@@ -440,6 +530,8 @@ static void stream_free(sl_stream *s)
     pthread_mutex_destroy(&s->seq_mu);
     pthread_mutex_destroy(&s->prep_mu);
     if (s->prep_cv_inited) pthread_cond_destroy(&s->prep_cv);
+    pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->pool_cv);
     free(s->root);
     free(s->dir);
     free(s);
@@ -562,6 +654,8 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->seq_mu, NULL);
     pthread_mutex_init(&s->prep_mu, NULL);
+    pthread_mutex_init(&s->pool_mu, NULL);
+    pthread_cond_init(&s->pool_cv, NULL);
     s->readonly = opts && (opts->flags & SL_OPEN_READONLY);
     s->clock = (opts && opts->clock) ? *opts->clock : sl__real_clock;
     if (opts) {

@@ -117,6 +117,71 @@ static void always_syncs_every_put(void **state)
     assert_int_equal(atomic_load(&n_msync), 101);
 }
 
+static int msync_eio(void *a, size_t l, int f)
+{
+    (void)a;
+    (void)l;
+    (void)f;
+    atomic_fetch_add(&n_msync, 1);
+    errno = EIO;
+    return -1;
+}
+
+/* A durable batch over four shards: one sync per shard (run concurrently),
+** and a failing sync fails exactly the entries it covers. */
+static void always_batch_over_shards(void **state)
+{
+    sl_stream_config c = SL_STREAM_CONFIG_INIT;
+    c.name = NAME;
+    c.durability = SL_DURABILITY_ALWAYS;
+    c.shard_count = 4;
+    sl_stream *s;
+    assert_int_equal(sl_stream_create(&s, *state, &c, NULL), 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    enum { N = 200 };
+    sl_put_entry e[N];
+    sl_put_result r[N];
+    char keys[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "key-%d", i);
+        e[i] = (sl_put_entry){keys[i], "durable", 7, NULL};
+    }
+    size_t failed = 9;
+    assert_int_equal(sl_producer_put_batch(p, e, N, r, &failed), 0);   /* segments exist */
+    assert_int_equal(failed, 0);
+    counting_on();
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(sl_producer_put_batch(p, e, N, r, &failed), 0);
+        assert_int_equal(failed, 0);
+    }
+    assert_int_equal(atomic_load(&n_msync), 3 * 4);
+    bool seen[4] = {false};
+    for (int i = 0; i < N; i++) seen[r[i].shard_index] = true;
+    assert_true(seen[0] && seen[1] && seen[2] && seen[3]);
+    /* the disk fails: every entry fails, with the detail, and the stream
+    ** is failed from then on */
+    sl__os.msync = msync_eio;
+    assert_int_equal(sl_producer_put_batch(p, e, N, r, &failed), 0);
+    assert_int_equal(failed, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].error, SL_EIO);
+        if (!strstr(r[i].error_message, "Input/output error") && !strstr(r[i].error_message, "failed"))
+            fail_msg("entry %d: '%s'", i, r[i].error_message);
+    }
+    sl__os_reset();
+    assert_int_equal(sl_put(p, "k", "x", 1, NULL), SL_EIO);
+    sl_producer_close(p);
+    sl_stream_close(s);
+    /* everything acknowledged before the failure is there */
+    s = tu_open(*state, NAME, NULL);
+    tu_recs all = {0};
+    tu_read_all(s, &all);
+    assert_true(all.n >= 4 * N);
+    tu_recs_free(&all);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 /* Rolling over in ALWAYS mode: the sealed segment is synced with its
 ** trailer, the new one is created durably (file and directory). */
 static void always_roll_over(void **state)
@@ -297,6 +362,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(none_never_syncs_records, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_syncs_every_put, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_roll_over, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(always_batch_over_shards, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(interval_syncs_on_demand_and_close, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(interval_roll_over_defers_syncs, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(none_explicit_sync_covers_sealed, tu_setup, tu_teardown),
