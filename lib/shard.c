@@ -597,7 +597,9 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     *upto = sh->last_seq;
     sl_seg *act = sh->active;
     size_t n = 0;
-    sl_seg **todo = malloc((sh->nseg + 1) * sizeof *todo);
+    /* usually the active segment alone, or a few sealed ones with it: no
+    ** allocation on the group-commit path unless the list is long */
+    sl_seg *local[16], **todo = sh->nseg <= 16 ? local : malloc(sh->nseg * sizeof *todo);
     int rc = todo ? 0 : sl__err(SL_ENOMEM, "syncing %s", sh->id);
     bool new_names = false;             /* segments created without a
                                            directory sync (not ALWAYS) */
@@ -636,7 +638,7 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
         for (size_t k = 0; k < nsnap; k++) sh->segs[k]->dir_durable = true;
         pthread_mutex_unlock(&sh->seglock);
     }
-    free(todo);
+    if (todo != local) free(todo);
     if (rc && rc != SL_ENOMEM) sl__stream_fail(sh->s, EIO, sl__errtext());
     return rc;
 }
