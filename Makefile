@@ -6,7 +6,10 @@
 #   make SAN=thread test-threads        the threaded tests (threads, shard,
 #                                       iterator) under TSan
 #   make demo            build and run examples/agent_telemetry.c
-#   make bench           build and run the benchmarks in bench/
+#   make bench           shardlog vs LMDB, RocksDB, SQLite and the machine's
+#                        limits (bench/; 5 rounds, under 15 minutes on 2 cores)
+#   make bench-quick     the same, smaller and 3 rounds (under 2 minutes)
+#                        (BENCH_ARGS="--dir DIR --only append,durable" etc.)
 #   make install / uninstall   honour PREFIX, LIBDIR, INCLUDEDIR and DESTDIR
 #   make check-exports   fail if the shared library exports a non-sl_ symbol
 #   make install-check   install to a temporary prefix (and DESTDIR), build and
@@ -15,7 +18,8 @@
 #
 # `test`, `demo` and `bench` first run scripts/deps, which installs missing
 # Debian packages (as root) or names them, then re-enter make so that the
-# pkg-config flags below are computed after the install.
+# pkg-config flags below are computed after the install.  Only the bench
+# targets install the peers (`scripts/deps bench`).
 
 VERSION := $(shell sed -n 's/^\#define SL_VERSION_STRING "\(.*\)"/\1/p' include/shardlog.h)
 ABI     := $(shell sed -n 's/^\#define SL_ABI_VERSION \([0-9]*\)/\1/p' include/shardlog.h)
@@ -47,9 +51,16 @@ SOFILE  := libshardlog.so.$(VERSION)
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
 THREAD_TESTS := $(addprefix $(B)/tests/,test_threads test_shard test_iterator)
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
-BENCHES := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+# The benchmark is one program built from every bench/*.c, linked with the
+# peers (a peer without a .pc file is linked as -l<name>).
+BENCH_OBJ  := $(patsubst bench/%.c,$(B)/bench/obj/%.o,$(wildcard bench/*.c))
+BENCH_MODS := lmdb rocksdb sqlite3
+BENCH_CFLAGS := $(foreach m,$(BENCH_MODS),$(shell pkg-config --cflags $(m) 2>/dev/null)) \
+                -DBENCH_ROCKSDB_VERSION='"$(shell pkg-config --modversion rocksdb 2>/dev/null)"'
+BENCH_LIBS := $(foreach m,$(BENCH_MODS),$(or $(shell pkg-config --libs $(m) 2>/dev/null),-l$(m)))
 
 .PHONY: all deps test test-run test-threads demo demo-run bench bench-run \
+        bench-quick bench-quick-run bench-deps \
         examples check-exports install uninstall clean $(B)/shardlog.pc \
         install-check stress stress-run
 
@@ -85,9 +96,12 @@ $(B)/tests/%: tests/%.c tests/testutil.h $(B)/libshardlog.a
 $(B)/examples/%: examples/%.c $(B)/libshardlog.a
 	@mkdir -p $(@D)
 	$(CC) $(XCFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libshardlog.a $(LIBS)
-$(B)/bench/%: bench/%.c $(B)/libshardlog.a
+# Benchmarks use the public API (and link the static archive, like examples).
+$(B)/bench/obj/%.o: bench/%.c
 	@mkdir -p $(@D)
-	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog.a $(LIBS)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(BENCH_CFLAGS) -MMD -MP -c $< -o $@
+$(B)/bench/bench: $(BENCH_OBJ) $(B)/libshardlog.a
+	$(CC) $(LDFLAGS) -o $@ $(BENCH_OBJ) $(B)/libshardlog.a $(BENCH_LIBS) $(LIBS)
 
 deps:
 	@scripts/deps
@@ -107,10 +121,20 @@ demo: deps
 demo-run: $(B)/examples/agent_telemetry
 	$(B)/examples/agent_telemetry $(DEMO_ARGS)
 
-bench: deps
+# Tables go to stdout; progress and the build's output to stderr, so that
+# `make bench > bench.md` keeps just the report.
+bench-deps:
+	@scripts/deps bench >&2
+bench: bench-deps
+	@$(MAKE) --no-print-directory $(B)/bench/bench >&2
 	@$(MAKE) --no-print-directory bench-run
-bench-run: $(BENCHES)
-	@set -e; for b in $(BENCHES); do $$b $(BENCH_ARGS); done
+bench-run: $(B)/bench/bench
+	@$(B)/bench/bench --cmd "make bench$(if $(BENCH_ARGS), BENCH_ARGS=\"$(BENCH_ARGS)\")" $(BENCH_ARGS)
+bench-quick: bench-deps
+	@$(MAKE) --no-print-directory $(B)/bench/bench >&2
+	@$(MAKE) --no-print-directory bench-quick-run
+bench-quick-run: $(B)/bench/bench
+	@$(B)/bench/bench --quick --cmd "make bench-quick$(if $(BENCH_ARGS), BENCH_ARGS=\"$(BENCH_ARGS)\")" $(BENCH_ARGS)
 
 check-exports: $(B)/$(SOFILE)
 	@bad=$$(nm -D --defined-only $< | awk '{print $$3}' | grep -v '^sl_' || true); \
@@ -143,4 +167,4 @@ stress-run: $(B)/tests/test_crash
 clean:
 	rm -rf build
 
--include $(wildcard $(B)/obj/*.d $(B)/pic/*.d)
+-include $(wildcard $(B)/obj/*.d $(B)/pic/*.d $(B)/bench/obj/*.d)

@@ -1,0 +1,435 @@
+/*
+** sys_shardlog.c -- shardlog's side of every workload, through the public
+** API only (include/shardlog.h).
+*/
+#include "systems.h"
+
+#include <shardlog.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define STREAM "s"
+
+static void sl_die(int rc, const void *h, const char *what)
+{
+    die("shardlog: %s: %s: %s", what, sl_strerror(rc), sl_errmsg(h));
+}
+#define SLCHECK(call, h, what)                                                 \
+    do {                                                                       \
+        int rc_ = (call);                                                      \
+        if (rc_ < 0) sl_die(rc_, (h), (what));                                 \
+    } while (0)
+
+static sl_stream *create(const char *root, sl_durability d)
+{
+    sl_stream_config cfg = SL_STREAM_CONFIG_INIT;
+    cfg.name = STREAM;
+    cfg.shard_count = SHARDS;
+    cfg.durability = d;
+    sl_stream *s;
+    SLCHECK(sl_stream_create(&s, root, &cfg, NULL), NULL, "sl_stream_create");
+    return s;
+}
+
+static void close_stream(sl_stream *s)
+{
+    int rc = sl_stream_close(s);
+    if (rc < 0) sl_die(rc, rc == SL_EINUSE ? (const void *)s : NULL, "sl_stream_close");
+}
+
+/* Committed records per shard, from ListShards. */
+static void shard_records(sl_stream *s, uint64_t out[SHARDS])
+{
+    sl_shard_list *l;
+    SLCHECK(sl_stream_list_shards(&l, s), s, "sl_stream_list_shards");
+    if (l->count != SHARDS) die("shardlog: %zu shards, expected %d", l->count, SHARDS);
+    for (size_t i = 0; i < l->count; i++) out[i] = l->shards[i].records;
+    sl_shard_list_free(l);
+}
+
+/* ---- append + scan ------------------------------------------------------ */
+
+typedef struct ap_ctx {
+    const ap_job *job;
+    sl_producer *p[2];
+    sl_put_entry *entries[2];
+    sl_put_result *results[2];
+} ap_ctx;
+
+static void ap_worker(void *arg, int t)
+{
+    ap_ctx *c = arg;
+    const ap_job *job = c->job;
+    size_t n = job->n / (size_t)job->threads, base = (size_t)t * n, size = job->size;
+    char (*keys)[KEY_LEN + 1] = job->ks->keys[t];
+    sl_producer *p = c->p[t];
+    if (!job->batch) {
+        for (size_t i = 0; i < n; i++) {
+            int rc = sl_put(p, keys[i], rec_data(base + i), size, NULL);
+            if (rc < 0) sl_die(rc, p, "sl_put");
+        }
+        return;
+    }
+    sl_put_entry *e = c->entries[t];
+    sl_put_result *res = c->results[t];
+    size_t per = (size_t)job->batch;
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < per ? n - i : per, failed = 0;
+        for (size_t j = 0; j < k; j++) {
+            e[j].partition_key = keys[i + j];
+            e[j].data = rec_data(base + i + j);
+            e[j].data_len = size;
+            e[j].explicit_hash_key = NULL;
+        }
+        int rc = sl_producer_put_batch(p, e, k, res, &failed);
+        if (rc < 0) sl_die(rc, p, "sl_producer_put_batch");
+        if (failed)
+            for (size_t j = 0; j < k; j++)
+                if (res[j].error) sl_die(res[j].error, NULL, res[j].error_message);
+        i += k;
+    }
+}
+
+static void scan(sl_stream *s, ap_result *out)
+{
+    static sl_record *recs;
+    if (!recs && !(recs = malloc(SL_GET_RECORDS_MAX * sizeof *recs))) die("out of memory");
+    sl_shard_list *l;
+    SLCHECK(sl_stream_list_shards(&l, s), s, "sl_stream_list_shards");
+    uint64_t sum = 0, count = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < l->count; i++) {
+        sl_iter *it;
+        sl_read_result res;
+        SLCHECK(sl_iter_open(&it, s, l->shards[i].shard_id, SL_ITER_TRIM_HORIZON, 0), s,
+                "sl_iter_open");
+        do {
+            SLCHECK(sl_iter_read(it, recs, SL_GET_RECORDS_MAX, &res), it, "sl_iter_read");
+            for (size_t j = 0; j < res.count; j++) sum += sum_bytes(recs[j].data, recs[j].data_len);
+            count += res.count;
+        } while (res.count > 0);
+        sl_iter_close(it);
+    }
+    out->scan_s = now_s() - t0;
+    sl_shard_list_free(l);
+    out->scan_records = count;
+    out->scan_sum = sum;
+}
+
+void slb_append(const ap_job *job, ap_result *out)
+{
+    memset(out, 0, sizeof *out);
+    sl_stream *s = create(job->dir, SL_DURABILITY_NONE);
+    ap_ctx c = {.job = job};
+    for (int t = 0; t < job->threads; t++) {
+        SLCHECK(sl_producer_open(&c.p[t], s), s, "sl_producer_open");
+        if (job->batch) {
+            c.entries[t] = calloc((size_t)job->batch, sizeof *c.entries[t]);
+            c.results[t] = calloc((size_t)job->batch, sizeof *c.results[t]);
+            if (!c.entries[t] || !c.results[t]) die("out of memory");
+        }
+    }
+    out->append_s = run_timed(job->threads, ap_worker, &c);
+    for (int t = 0; t < job->threads; t++) {
+        sl_producer_close(c.p[t]);
+        free(c.entries[t]);
+        free(c.results[t]);
+    }
+    if (job->threads == 2) {          /* did each thread keep to its shards? */
+        uint64_t r[SHARDS];
+        shard_records(s, r);
+        if (r[0] + r[1] != job->n / 2 || r[2] + r[3] != job->n / 2)
+            die("shardlog: two-thread routing: shards hold %" PRIu64 " %" PRIu64 " %" PRIu64
+                " %" PRIu64, r[0], r[1], r[2], r[3]);
+    }
+    if (job->scan) scan(s, out);
+    close_stream(s);
+}
+
+/* ---- durable ------------------------------------------------------------ */
+
+typedef struct dur_ctx {
+    sl_stream *s;
+    const keyset *ks;
+    sl_producer **p;
+    uint64_t *count;
+    double seconds;
+} dur_ctx;
+
+static void dur_worker(void *arg, int t)
+{
+    dur_ctx *c = arg;
+    sl_producer *p = c->p[t];
+    size_t nk = c->ks->cap, k = ((size_t)t * 7919u) % nk;
+    uint64_t end = now_ns() + (uint64_t)(c->seconds * 1e9), n = 0;
+    do {
+        int rc = sl_put(p, c->ks->keys[0][k], rec_data(k), DURABLE_SIZE, NULL);
+        if (rc < 0) sl_die(rc, p, "sl_put (ALWAYS)");
+        n++;
+        if (++k == nk) k = 0;
+    } while (now_ns() < end);
+    c->count[t] = n;
+}
+
+double slb_durable_always(const char *dir, const keyset *ks, int threads, double seconds)
+{
+    sl_stream *s = create(dir, SL_DURABILITY_ALWAYS);
+    dur_ctx c = {s, ks, calloc((size_t)threads, sizeof(sl_producer *)),
+                 calloc((size_t)threads, sizeof(uint64_t)), seconds};
+    if (!c.p || !c.count) die("out of memory");
+    for (int t = 0; t < threads; t++) SLCHECK(sl_producer_open(&c.p[t], s), s, "sl_producer_open");
+    double el = run_timed(threads, dur_worker, &c);
+    uint64_t total = 0;
+    for (int t = 0; t < threads; t++) {
+        total += c.count[t];
+        sl_producer_close(c.p[t]);
+    }
+    uint64_t r[SHARDS], onshards = 0;
+    shard_records(s, r);
+    for (int i = 0; i < SHARDS; i++) onshards += r[i];
+    if (onshards != total) die("shardlog: ALWAYS: %" PRIu64 " records put, %" PRIu64 " stored",
+                               total, onshards);
+    close_stream(s);
+    free(c.p);
+    free(c.count);
+    return (double)total / el;
+}
+
+double slb_durable_sync(const char *dir, const keyset *ks, double seconds)
+{
+    sl_stream *s = create(dir, SL_DURABILITY_NONE);
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open");
+    uint64_t n = 0;
+    size_t i = 0;
+    double t0 = now_s(), end = t0 + seconds, t;
+    do {
+        for (unsigned j = 0; j < DURABLE_EVERY; j++, i = (i + 1) % ks->cap, n++)
+            SLCHECK(sl_put(p, ks->keys[0][i], rec_data(i), DURABLE_SIZE, NULL), p, "sl_put");
+        SLCHECK(sl_stream_sync(s), s, "sl_stream_sync");
+    } while ((t = now_s()) < end);
+    sl_producer_close(p);
+    close_stream(s);
+    return (double)n / (t - t0);
+}
+
+/* ---- wake-up latency ---------------------------------------------------- */
+
+/* The writer puts into shard 0; the reader, blocked in sl_iter_wait on
+** shard 0, timestamps its wake-up, consumes the record and answers with a
+** put into shard 1, on which the writer waits.  Explicit hash keys pick the
+** shards (no MD5).  One record is in flight at a time. */
+#define HK_SHARD0 "0"
+#define HK_SHARD1 "85070591730234615865843651857942052864" /* 2^126 */
+#define WARM_SAMPLES 200
+
+typedef struct wk_ctx {
+    sl_stream *s;
+    sl_iter *fwd;                     /* shard 0, the reader's */
+    int total;
+    _Atomic uint64_t t0;
+    double *lat;
+} wk_ctx;
+
+static void *wk_reader(void *arg)
+{
+    wk_ctx *c = arg;
+    pin_to(1);
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, c->s), c->s, "sl_producer_open (reader)");
+    sl_put_entry back = {"r", "x", 1, HK_SHARD1};
+    sl_record recs[4];
+    sl_read_result res;
+    for (int i = 0; i < c->total; i++) {
+        int rc = sl_iter_wait(c->fwd, 10000);
+        uint64_t t1 = now_ns();
+        if (rc != 1) sl_die(rc < 0 ? rc : SL_EIO, c->fwd, "sl_iter_wait (reader)");
+        c->lat[i] = (double)(t1 - atomic_load(&c->t0)) / 1e3;
+        SLCHECK(sl_iter_read(c->fwd, recs, 4, &res), c->fwd, "sl_iter_read (reader)");
+        if (res.count != 1) die("shardlog: wake-up: read %zu records, expected 1", res.count);
+        SLCHECK(sl_producer_put(p, &back, NULL), p, "sl_producer_put (reader)");
+    }
+    sl_producer_close(p);
+    return NULL;
+}
+
+static void lat_stats(double *lat, int total, double *med_us, double *p99_us)
+{
+    size_t n = (size_t)(total - WARM_SAMPLES);
+    double *v = lat + WARM_SAMPLES;
+    *med_us = percentile(v, n, 0.5);
+    *p99_us = percentile(v, n, 0.99);
+}
+
+void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us)
+{
+    wk_ctx c = {.total = samples + WARM_SAMPLES};
+    c.lat = calloc((size_t)c.total, sizeof *c.lat);
+    if (!c.lat) die("out of memory");
+    c.s = create(dir, SL_DURABILITY_NONE);
+    sl_producer *p;
+    sl_iter *back;
+    SLCHECK(sl_producer_open(&p, c.s), c.s, "sl_producer_open");
+    SLCHECK(sl_iter_open(&c.fwd, c.s, "shardId-000000000000", SL_ITER_LATEST, 0), c.s,
+            "sl_iter_open");
+    SLCHECK(sl_iter_open(&back, c.s, "shardId-000000000001", SL_ITER_LATEST, 0), c.s,
+            "sl_iter_open");
+    pthread_t th;
+    pin_to(0);
+    if (pthread_create(&th, NULL, wk_reader, &c) != 0) die("pthread_create");
+    sl_put_entry fwd = {"w", "x", 1, HK_SHARD0};
+    sl_record recs[4];
+    sl_read_result res;
+    for (int i = 0; i < c.total; i++) {
+        spin_ns(gap_ns);              /* let the reader fall asleep */
+        atomic_store(&c.t0, now_ns());
+        SLCHECK(sl_producer_put(p, &fwd, NULL), p, "sl_producer_put (writer)");
+        int rc = sl_iter_wait(back, 10000);
+        if (rc != 1) sl_die(rc < 0 ? rc : SL_EIO, back, "sl_iter_wait (writer)");
+        SLCHECK(sl_iter_read(back, recs, 4, &res), back, "sl_iter_read (writer)");
+    }
+    pthread_join(th, NULL);
+    pin_restore();
+    sl_iter_close(back);
+    sl_iter_close(c.fwd);
+    sl_producer_close(p);
+    close_stream(c.s);
+    lat_stats(c.lat, c.total, med_us, p99_us);
+    free(c.lat);
+}
+
+/* The bare ping-pong: each side sets the turn under the mutex, unlocks and
+** then signals (the faster order: the woken thread does not find the mutex
+** still held). */
+typedef struct pp_ctx {
+    pthread_mutex_t m;
+    pthread_cond_t to_reader, to_writer;
+    int turn;                         /* 1: the reader's, 0: the writer's */
+    uint64_t t0;
+    int total;
+    double *lat;
+} pp_ctx;
+
+static void *pp_reader(void *arg)
+{
+    pp_ctx *c = arg;
+    pin_to(1);
+    for (int i = 0; i < c->total; i++) {
+        pthread_mutex_lock(&c->m);
+        while (c->turn != 1) pthread_cond_wait(&c->to_reader, &c->m);
+        uint64_t t1 = now_ns();
+        c->lat[i] = (double)(t1 - c->t0) / 1e3;
+        c->turn = 0;
+        pthread_mutex_unlock(&c->m);
+        pthread_cond_signal(&c->to_writer);
+    }
+    return NULL;
+}
+
+void condvar_pingpong(int samples, uint64_t gap_ns, double *med_us, double *p99_us)
+{
+    pp_ctx c = {.m = PTHREAD_MUTEX_INITIALIZER, .to_reader = PTHREAD_COND_INITIALIZER,
+                .to_writer = PTHREAD_COND_INITIALIZER, .total = samples + WARM_SAMPLES};
+    c.lat = calloc((size_t)c.total, sizeof *c.lat);
+    if (!c.lat) die("out of memory");
+    pthread_t th;
+    pin_to(0);
+    if (pthread_create(&th, NULL, pp_reader, &c) != 0) die("pthread_create");
+    for (int i = 0; i < c.total; i++) {
+        spin_ns(gap_ns);
+        uint64_t t0 = now_ns();
+        pthread_mutex_lock(&c.m);
+        c.t0 = t0;
+        c.turn = 1;
+        pthread_mutex_unlock(&c.m);
+        pthread_cond_signal(&c.to_reader);
+        pthread_mutex_lock(&c.m);
+        while (c.turn != 0) pthread_cond_wait(&c.to_writer, &c.m);
+        pthread_mutex_unlock(&c.m);
+    }
+    pthread_join(th, NULL);
+    pin_restore();
+    lat_stats(c.lat, c.total, med_us, p99_us);
+    free(c.lat);
+}
+
+/* ---- reopen after SIGKILL ----------------------------------------------- */
+
+#define CRASH_REC 1024u
+
+static void crash_child(const char *dir, uint64_t bytes, int fd)
+{
+    static sl_put_entry e[BATCH_MAX];
+    static sl_put_result res[BATCH_MAX];
+    static char k[BATCH_MAX][KEY_LEN + 1];
+    uint64_t rng = 7, n = bytes / CRASH_REC, done = 0;
+    sl_stream *s = create(dir, SL_DURABILITY_NONE);
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open (child)");
+    double t0 = now_s();
+    while (done < n) {
+        size_t m = n - done < BATCH_MAX ? (size_t)(n - done) : BATCH_MAX, failed;
+        for (size_t j = 0; j < m; j++) {
+            make_key(k[j], &rng);
+            e[j] = (sl_put_entry){k[j], rec_data(done + j), CRASH_REC, NULL};
+        }
+        SLCHECK(sl_producer_put_batch(p, e, m, res, &failed), p, "put_batch (child)");
+        if (failed) _exit(3);
+        done += m;
+    }
+    double rate = (double)(done * CRASH_REC) / (now_s() - t0);
+    uint64_t msg[2];
+    msg[0] = done;
+    memcpy(&msg[1], &rate, sizeof rate);
+    if (write(fd, msg, sizeof msg) != (ssize_t)sizeof msg) _exit(4);
+    raise(SIGKILL);                   /* no close: the stream is left open */
+    _exit(5);
+}
+
+double slb_reopen(const char *dir, uint64_t bytes, double *crash_ms, double *clean_ms)
+{
+    int pfd[2];
+    uint64_t msg[2] = {0, 0};
+    fflush(NULL);
+    if (pipe(pfd) != 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        close(pfd[0]);
+        crash_child(dir, bytes, pfd[1]);
+    }
+    close(pfd[1]);
+    ssize_t got = read(pfd[0], msg, sizeof msg);
+    close(pfd[0]);
+    int st = 0;
+    if (waitpid(pid, &st, 0) != pid || !WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL ||
+        got != (ssize_t)sizeof msg)
+        die("shardlog: the crash child failed (status 0x%x)", st);
+    double rate;
+    memcpy(&rate, &msg[1], sizeof rate);
+
+    sl_stream *s;
+    double t0 = now_s();
+    SLCHECK(sl_stream_open(&s, dir, STREAM, NULL), NULL, "sl_stream_open after SIGKILL");
+    *crash_ms = (now_s() - t0) * 1e3;
+    uint64_t r[SHARDS], found = 0;   /* a crash of the process loses nothing */
+    shard_records(s, r);
+    for (int i = 0; i < SHARDS; i++) found += r[i];
+    if (found != msg[0])
+        die("shardlog: after SIGKILL %" PRIu64 " records, the child committed %" PRIu64, found,
+            msg[0]);
+    close_stream(s);
+    t0 = now_s();
+    SLCHECK(sl_stream_open(&s, dir, STREAM, NULL), NULL, "sl_stream_open after close");
+    *clean_ms = (now_s() - t0) * 1e3;
+    close_stream(s);
+    return rate;
+}

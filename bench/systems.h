@@ -1,0 +1,55 @@
+/*
+** systems.h -- the entry points bench.c drives: shardlog's side of each
+** workload, each peer's, and the machine's limits.
+**
+** Append (+ scan): <sys>_append(job, out) creates its store(s) in job->dir,
+** appends job->n records of job->size bytes from job->threads threads (thread
+** t writes keys ks->keys[t][0 .. n/threads)), timing only the appends; if
+** job->scan, reads everything back in shard order summing payload bytes
+** (timed separately); then closes.  The caller deletes job->dir.
+**
+** Durable: <peer>_durable(dir, ks, seconds) appends records of DURABLE_SIZE
+** bytes from one thread, syncing every DURABLE_EVERY records, until `seconds`
+** have passed (checked at sync points), and returns records per second.
+*/
+#ifndef BENCH_SYSTEMS_H
+#define BENCH_SYSTEMS_H
+
+#include "harness.h"
+
+#define DURABLE_SIZE 1024u
+#define DURABLE_EVERY 100u
+
+/* ---- shardlog (sys_shardlog.c) ------------------------------------------ */
+void slb_append(const ap_job *job, ap_result *out);
+/* ALWAYS mode, `threads` producers putting until `seconds` have passed;
+** returns records/s. */
+double slb_durable_always(const char *dir, const keyset *ks, int threads, double seconds);
+/* NONE mode with sl_stream_sync after every DURABLE_EVERY sl_put, as the
+** peers' durable runs; records/s. */
+double slb_durable_sync(const char *dir, const keyset *ks, double seconds);
+/* Commit -> sl_iter_wait wake-up latency, one-way, in microseconds. */
+void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us);
+void condvar_pingpong(int samples, uint64_t gap_ns, double *med_us, double *p99_us);
+/* Fill a stream to `bytes` of 1 KiB records in a child that then SIGKILLs
+** itself; time the read-write sl_stream_open after it and after a clean
+** close.  Returns the fill rate (bytes/s, as seen by the child). */
+double slb_reopen(const char *dir, uint64_t bytes, double *crash_ms, double *clean_ms);
+
+/* ---- peers -------------------------------------------------------------- */
+void lmdb_append(const ap_job *job, ap_result *out);
+double lmdb_durable(const char *dir, const keyset *ks, double seconds);
+void rocks_append(const ap_job *job, ap_result *out);
+double rocks_durable(const char *dir, const keyset *ks, double seconds);
+void sqlite_append(const ap_job *job, ap_result *out);
+double sqlite_durable(const char *dir, const keyset *ks, double seconds);
+const char *lmdb_version_str(void);
+const char *rocks_version_str(void);
+const char *sqlite_version_str(void);
+
+/* ---- the machine (limits.c) --------------------------------------------- */
+/* Measure every limit once and store it for round r (see bench.c). */
+void limits_round(int r, bool quick);
+void limits_print(void);
+
+#endif
