@@ -300,11 +300,15 @@ typedef struct sl_segmark {
     uint64_t count, payload;
 } sl_segmark;
 SL_HIDDEN void sl__seg_mark(const sl_seg *g, sl_segmark *m);
-SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m);
+/* with_index: also the index and trailer pages.  ALWAYS mode leaves them to
+** the seal: they only speed recovery up, and syncing them with every group
+** commit costs a second device flush. */
+SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m, bool with_index);
+/* A sealed segment's data, index and trailer. */
+SL_HIDDEN int sl__seg_sync_sealed(sl_seg *g);
 /* Preparer: populate (MADV_POPULATE_WRITE) the pages up to `upto`, so the
-** writer's copies do not fault, and if `prewrite`, write them out so that
-** later syncs need no filesystem metadata.  -1 if the kernel cannot. */
-SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto, bool prewrite);
+** writer's copies do not fault.  -1 if the kernel cannot. */
+SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto);
 /* Create a segment under its .tmp name, preallocated and mapped, not yet
 ** part of the shard; publish gives it its name; discard removes it. */
 SL_HIDDEN int sl__seg_prepare(sl_seg **out, const sl_segctx *c,

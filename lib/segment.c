@@ -403,7 +403,7 @@ int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
 
 /* ---- writer: append, publish, seal, sync -------------------------------- */
 
-int sl__seg_populate(sl_seg *g, uint64_t upto, bool prewrite)
+int sl__seg_populate(sl_seg *g, uint64_t upto)
 {
     uint64_t from = atomic_load_explicit(&g->pf_end, memory_order_relaxed) & ~(uint64_t)4095;
     if (upto > g->file_bytes) upto = g->file_bytes;
@@ -412,18 +412,9 @@ int sl__seg_populate(sl_seg *g, uint64_t upto, bool prewrite)
 #ifdef MADV_POPULATE_WRITE
     if (madvise(g->base + from, upto - from, MADV_POPULATE_WRITE) != 0)
         return errno == EINVAL || errno == ENOSYS ? -1 : 0;   /* -1: unsupported */
-    /* Write the zeros out: fallocate leaves "unwritten" extents, and the
-    ** first sync of data into one must commit the filesystem journal to
-    ** convert it.  Converted here, ahead of time, the writer's syncs only
-    ** overwrite allocated blocks (on ext4 about half the latency).  Costs
-    ** a second write of the window; ALWAYS mode only.  Advisory, so not
-    ** through sl__os (tests count the syncs that durability rests on): a
-    ** failure here is harmless, the writer's own sync reports real trouble. */
-    if (prewrite) msync(g->base + from, upto - from, MS_SYNC);
     atomic_store_explicit(&g->pf_end, upto, memory_order_relaxed);
     return 0;
 #else
-    (void)prewrite;
     return -1;
 #endif
 }
@@ -478,10 +469,36 @@ void sl__seg_mark(const sl_seg *g, sl_segmark *m)
     m->payload = g->payload;
 }
 
-int sl__seg_sync(sl_seg *g, const sl_segmark *m)
+/* msync the pages that hold [from, to). */
+static int sync_range(sl_seg *g, uint64_t from, uint64_t to)
 {
-    if (sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
+    from &= ~(uint64_t)4095;
+    to = (to + 4095) & ~(uint64_t)4095;
+    if (to > g->map_len) to = g->map_len;
+    return to > from ? sl__os.msync(g->base + from, to - from, MS_SYNC) : 0;
+}
+
+/* Sync what holds data: the header and the records below `tail`, and (if
+** with_index) the index entries and trailer at the end -- never the free
+** space between, where the preparer may have dirtied pages of zeros ahead
+** of the writer (syncing those made each durable put write megabytes). */
+static int sync_data(sl_seg *g, uint64_t tail, uint32_t nidx, bool with_index)
+{
+    if (sync_range(g, 0, tail) != 0 ||
+        (with_index && sync_range(g, idx_low_for(g->file_bytes, nidx), g->file_bytes) != 0))
         return sl__errno(SL_EIO, errno, "syncing %s", g->path);
+    return 0;
+}
+
+int sl__seg_sync_sealed(sl_seg *g)
+{
+    return sync_data(g, g->data_end, g->nidx, true);
+}
+
+int sl__seg_sync(sl_seg *g, const sl_segmark *m, bool with_index)
+{
+    int rc = sync_data(g, m->tail, m->nidx, with_index);
+    if (rc) return rc;
     /* The hints reach the disk with a later sync; whenever they do, the
     ** bytes they describe are already durable. */
     if (m->tail > __atomic_load_n(sl__hdr64(g, SL_H_SYNCED_TAIL), __ATOMIC_RELAXED))
@@ -496,9 +513,7 @@ int sl__seg_seal(sl_seg *g, const sl_segctx *c)
                    g->last_seq, g->first_ms, g->last_ms, g->tail);
     memcpy(g->base + g->file_bytes - SL_SEG_TRAILER, t, sizeof t);
     sl__seg_publish(g);
-    if (c->sync_now && sl__os.msync(g->base, g->map_len, MS_SYNC) != 0)
-        return sl__errno(SL_EIO, errno, "syncing %s while sealing it",
-                         g->path);
+    if (c->sync_now && sync_data(g, g->tail, g->nidx, true) != 0) return SL_EIO;
     g->data_end = g->tail;
     atomic_store_explicit(&g->sealed, true, memory_order_release);
     __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_SEALED,

@@ -536,7 +536,7 @@ out:;
 bool sl__shard_prepare(sl_shard *sh)
 {
     sl_stream *s = sh->s;
-    bool ok = true, prewrite = s->durability == SL_DURABILITY_ALWAYS;
+    bool ok = true;
     pthread_mutex_lock(&sh->seglock);
     sl_seg *g = sh->active;
     if (g) g->users++;
@@ -547,7 +547,7 @@ bool sl__shard_prepare(sl_shard *sh)
         if (!sl__seg_is_sealed(g)) {
             uint64_t upto = tail + PREP_WINDOW;
             if (atomic_load_explicit(&g->pf_end, memory_order_relaxed) < upto) {
-                ok = sl__seg_populate(g, upto, prewrite) == 0;
+                ok = sl__seg_populate(g, upto) == 0;
                 uint64_t pf = atomic_load_explicit(&g->pf_end, memory_order_relaxed);
                 atomic_store_explicit(&g->kick_at, pf - PREP_WINDOW / 2 > tail ? pf - PREP_WINDOW / 2 : tail,
                                       memory_order_relaxed);
@@ -568,7 +568,7 @@ bool sl__shard_prepare(sl_shard *sh)
         /* a failure here (a full disk) is the writer's to report, when it
         ** needs the segment */
         if (sl__seg_prepare(&sp, &c, sh->dir, ordinal, s->man.segment_bytes) == 0) {
-            if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW, prewrite);
+            if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW);
             pthread_mutex_lock(&sh->lock);
             if (!sh->spare && sh->next_ordinal == ordinal) {
                 sh->spare = sp;
@@ -620,15 +620,14 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     if (rc == 0 && new_names && sl__os_fsync_dir(sh->dir) != 0)
         rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
     for (size_t i = 0; i < n; i++) {
-        if (rc == 0 && sl__os.msync(todo[i]->base, todo[i]->map_len, MS_SYNC) != 0)
-            rc = sl__errno(SL_EIO, errno, "syncing %s", todo[i]->path);
+        if (rc == 0) rc = sl__seg_sync_sealed(todo[i]);
         pthread_mutex_lock(&sh->seglock);
         if (rc == 0) todo[i]->durable = true;
         unpin_locked(sh, todo[i]);
         pthread_mutex_unlock(&sh->seglock);
     }
     if (act) {
-        if (rc == 0) rc = sl__seg_sync(act, &m);
+        if (rc == 0) rc = sl__seg_sync(act, &m, sh->s->durability != SL_DURABILITY_ALWAYS);
         sl__shard_put_seg(sh, act);
     }
     if (rc == 0 && new_names) {

@@ -360,13 +360,19 @@ static void syncer_stop(sl_stream *s)
 ** caller takes one, up to three pool threads the rest) their I/O overlaps.
 ** The pool starts on first use and stops with the stream. */
 
+typedef struct sl_syncwait {           /* one caller's jobs, on its stack */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+} sl_syncwait;
+
 typedef struct sl_syncjob {
     struct sl_syncjob *next;
     sl_shard *sh;
     uint64_t seq;
     int *rc;
     char *msg;
-    int *pending;                     /* under pool_mu; 0 wakes the caller */
+    sl_syncwait *w;
 } sl_syncjob;
 
 static void syncjob_run(sl_syncjob *j)
@@ -375,19 +381,36 @@ static void syncjob_run(sl_syncjob *j)
     if (*j->rc) snprintf(j->msg, 256, "%s", sl__errtext());
 }
 
+static void syncjob_done(sl_syncjob *j)
+{
+    pthread_mutex_lock(&j->w->mu);
+    if (--j->w->pending == 0) pthread_cond_signal(&j->w->cv);
+    pthread_mutex_unlock(&j->w->mu);
+}
+
+/* Take the next queued job (of caller w, or anyone's if w is NULL). */
+static sl_syncjob *pool_take(sl_stream *s, sl_syncwait *w)
+{
+    sl_syncjob **pp = &s->pool_jobs;
+    while (*pp && w && (*pp)->w != w) pp = &(*pp)->next;
+    sl_syncjob *j = *pp;
+    if (j) *pp = j->next;
+    return j;
+}
+
 static void *pool_main(void *arg)
 {
     sl_stream *s = arg;
     pthread_mutex_lock(&s->pool_mu);
     for (;;) {
-        while (!s->pool_jobs && !s->pool_stop) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
-        if (!s->pool_jobs) break;                   /* stopping */
-        sl_syncjob *j = s->pool_jobs;
-        s->pool_jobs = j->next;
+        sl_syncjob *j;
+        while (!(j = pool_take(s, NULL)) && !s->pool_stop)
+            pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+        if (!j) break;                              /* stopping */
         pthread_mutex_unlock(&s->pool_mu);
         syncjob_run(j);
+        syncjob_done(j);
         pthread_mutex_lock(&s->pool_mu);
-        if (--*j->pending == 0) pthread_cond_broadcast(&s->pool_cv);
     }
     pthread_mutex_unlock(&s->pool_mu);
     return NULL;
@@ -397,40 +420,42 @@ void sl__stream_wait_durable_many(sl_stream *s, sl_shard **shards, const uint64_
                                   int *rcs, char (*msgs)[256], size_t n)
 {
     sl_syncjob jobs[SL_BATCH_RECORDS_MAX];
-    int pending = 0;
+    sl_syncwait w;
+    if (n == 0) return;
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    w.pending = 0;
+    for (size_t i = 0; i < n; i++)
+        jobs[i] = (sl_syncjob){NULL, shards[i], seqs[i], &rcs[i], msgs[i], &w};
+    /* all but the first go to the pool; the caller runs the first, then
+    ** takes back whatever no pool thread has started */
     pthread_mutex_lock(&s->pool_mu);
     while (s->pool_n < 3 && (size_t)s->pool_n + 1 < n && !s->pool_stop) {
         if (pthread_create(&s->pool_th[s->pool_n], NULL, pool_main, s) != 0) break;
         s->pool_n++;
     }
-    bool helpers = s->pool_n > 0;
-    for (size_t i = 1; helpers && i < n; i++) {
-        jobs[i] = (sl_syncjob){s->pool_jobs, shards[i], seqs[i], &rcs[i], msgs[i], &pending};
+    size_t queued = s->pool_n ? n - 1 : 0;
+    w.pending = (int)queued;
+    for (size_t i = n; i-- > n - queued;) {
+        jobs[i].next = s->pool_jobs;
         s->pool_jobs = &jobs[i];
-        pending++;
-    }
-    if (pending) pthread_cond_broadcast(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-    for (size_t i = 0; i < n; i++) {
-        if (i && helpers) break;
-        jobs[i] = (sl_syncjob){NULL, shards[i], seqs[i], &rcs[i], msgs[i], NULL};
-        syncjob_run(&jobs[i]);
-    }
-    /* take queued jobs back rather than idle while helpers are busy */
-    pthread_mutex_lock(&s->pool_mu);
-    while (pending) {
-        sl_syncjob *j = s->pool_jobs;
-        if (j && j->pending == &pending) {
-            s->pool_jobs = j->next;
-            pthread_mutex_unlock(&s->pool_mu);
-            syncjob_run(j);
-            pthread_mutex_lock(&s->pool_mu);
-            pending--;
-            continue;
-        }
-        pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+        pthread_cond_signal(&s->pool_cv);
     }
     pthread_mutex_unlock(&s->pool_mu);
+    for (size_t i = 0; i < n - queued; i++) syncjob_run(&jobs[i]);
+    for (;;) {
+        pthread_mutex_lock(&s->pool_mu);
+        sl_syncjob *j = pool_take(s, &w);
+        pthread_mutex_unlock(&s->pool_mu);
+        if (!j) break;
+        syncjob_run(j);
+        syncjob_done(j);
+    }
+    pthread_mutex_lock(&w.mu);
+    while (w.pending) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
 }
 
 static void pool_stop(sl_stream *s)

@@ -11,6 +11,10 @@
 
 #define NAME "dur"
 #define SHARD0 "shardId-000000000000"
+/* A whole-segment sync is two msyncs: the header and records, then the
+** index and trailer (never the free space between).  ALWAYS mode's group
+** commit syncs only the first. */
+#define PER_SEGMENT 2
 
 static sl_os real;
 static _Atomic int n_msync, n_fdatasync, n_fsync;
@@ -197,7 +201,7 @@ static void always_roll_over(void **state)
         n++;
     }
     /* one per put, plus the seal */
-    assert_int_equal(atomic_load(&n_msync), n + 1);
+    assert_int_equal(atomic_load(&n_msync), n + PER_SEGMENT);
     assert_int_equal(atomic_load(&n_fdatasync), 1);   /* the new file */
     assert_int_equal(atomic_load(&n_fsync), 1);       /* its directory */
     sl_producer_close(p);
@@ -214,13 +218,13 @@ static void interval_syncs_on_demand_and_close(void **state)
     puts_n(p, 100, 100);
     assert_int_equal(atomic_load(&n_msync), 0);
     assert_int_equal(sl_stream_sync(s), 0);
-    assert_int_equal(atomic_load(&n_msync), 1);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT);
     assert_int_equal(sl_stream_sync(s), 0);           /* nothing new */
-    assert_int_equal(atomic_load(&n_msync), 1);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT);
     puts_n(p, 1, 100);
     sl_producer_close(p);
     assert_int_equal(sl_stream_close(s), 0);          /* close syncs */
-    assert_int_equal(atomic_load(&n_msync), 2);
+    assert_int_equal(atomic_load(&n_msync), 2 * PER_SEGMENT);
 }
 
 /* INTERVAL mode keeps syncs off the append path, roll-overs included; the
@@ -239,10 +243,10 @@ static void interval_roll_over_defers_syncs(void **state)
     assert_int_equal(atomic_load(&n_fdatasync), 0);
     assert_int_equal(atomic_load(&n_fsync), 0);
     assert_int_equal(sl_stream_sync(s), 0);
-    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT * segs);
     assert_int_equal(atomic_load(&n_fsync), 1);
     assert_int_equal(sl_stream_sync(s), 0);
-    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT * segs);
     assert_int_equal(atomic_load(&n_fsync), 1);
     sl_producer_close(p);
     assert_int_equal(sl_stream_close(s), 0);
@@ -260,9 +264,9 @@ static void none_explicit_sync_covers_sealed(void **state)
     assert_true(segs >= 3);
     counting_on();
     assert_int_equal(sl_stream_sync(s), 0);
-    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT * segs);
     assert_int_equal(sl_stream_sync(s), 0);
-    assert_int_equal(atomic_load(&n_msync), segs);
+    assert_int_equal(atomic_load(&n_msync), PER_SEGMENT * segs);
     sl_producer_close(p);
     assert_int_equal(sl_stream_close(s), 0);
 }
