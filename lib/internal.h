@@ -175,13 +175,16 @@ static inline void sl__st64(void *p, uint64_t v) { memcpy(p, &v, 8); }
 /* ---- Segments (segment.c) ----------------------------------------------- */
 #define SL_SEG_HDR 128u
 #define SL_SEG_TRAILER 128u
-#define SL_IDX_ENTRY 24u
+#define SL_IDX_ENTRY 32u
 #define SL_IDX_STRIDE 4096u           /* one index entry per 4 KiB of data */
 
+/* An index entry: the first record of a block of about 4 KiB, and the
+** XXH3-64 of the whole block (0: none, e.g. the block is still open). */
 typedef struct sl_idx {
     uint64_t seq;
     int64_t ms;
     uint64_t off;
+    uint64_t sum;
 } sl_idx;
 
 typedef struct sl_shard sl_shard;
@@ -207,6 +210,7 @@ typedef struct sl_seg {
     sl_idx *mem_idx;                  /* (L) */
     uint32_t mem_nidx;
     bool idx_checked;                 /* (L) on-disk index checksum verified */
+    bool last_block_damaged;          /* (W) after recovery: no block sum */
     bool durable;                     /* (L) synced since sealed (writer) */
     bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
@@ -331,6 +335,13 @@ SL_HIDDEN bool sl__seg_refresh_sealed(sl_seg *g);
 SL_HIDDEN void sl__seg_index_check(sl_seg *g, const sl_segctx *c);
 SL_HIDDEN uint32_t sl__seg_index_count(sl_seg *g, uint64_t end);
 SL_HIDDEN sl_idx sl__seg_index_get(sl_seg *g, uint32_t i);
+/* Readers: if `off` starts an index block that is complete (it has a
+** checksum and ends below `end`), return the block's end in *block_end and
+** whether its checksum matches; *hint speeds up sequential calls.
+** Returns -1 if off starts no complete block (then *block_end is the next
+** block start at or after off, or `end`). */
+SL_HIDDEN int sl__seg_block_check(sl_seg *g, uint64_t off, uint64_t end,
+                                  uint32_t *hint, uint64_t *block_end);
 /* First offset >= 128 whose record has key (seq or ms) >= target, within
 ** [SL_SEG_HDR, end).  Returns end if none. */
 SL_HIDDEN uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms,

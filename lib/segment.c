@@ -44,11 +44,17 @@
 **   28  u32 data_len
 **   32  key bytes, then data bytes
 **   32+key_len+data_len  u64 rec_xxh3: XXH3-64 of all the bytes before it
-** Index entry i (24 bytes at file_bytes - 128 - 24*(i+1)): {u64 seq,
-**   i64 arrival_ms, u64 offset} of the first record of the segment and then
-**   of the first record at or past 4096 bytes after the last indexed one,
-**   and of the first good record after damage.  Seeks by sequence number
-**   or time binary-search the segments, then the index, then hop < 4 KiB.
+** Index entry i (32 bytes at file_bytes - 128 - 32*(i+1)): {u64 seq,
+**   i64 arrival_ms, u64 offset, u64 block_xxh3} of the first record of the
+**   segment and then of the first record at or past 4096 bytes after the
+**   last indexed one, and of the first good record after damage.  Seeks by
+**   sequence number or time binary-search the segments, then the index,
+**   then hop < 4 KiB.  An entry and the next delimit a block of records;
+**   block_xxh3 is the XXH3-64 of the block's bytes, written when the next
+**   entry is (or, for the last block, at seal); 0 while the block is open
+**   and for a block that holds damage.  Sequential readers verify a whole
+**   block with it (one vectorised hash instead of one per record) and fall
+**   back to the records' own checksums when it is missing or wrong.
 ** Trailer (128 bytes at file_bytes - 128; written when sealed)
 **    0  u32 magic        0x54464C53 ("SLFT")
 **    4  u32 index_count
@@ -57,7 +63,7 @@
 **   32  i64 first_ms     40 i64 last_ms
 **   48  u64 data_end     the sealed tail
 **   56  u64 payload      data + key bytes of all records
-**   64  u64 index_xxh3   XXH3-64 of the index region (index_count * 24 B)
+**   64  u64 index_xxh3   XXH3-64 of the index region (index_count * 32 B)
 **   72  48 bytes reserved 0
 **  120  u64 trailer_xxh3 XXH3-64 of trailer bytes 0..119
 **
@@ -107,6 +113,42 @@ static inline uint64_t idx_low_for(uint64_t file_bytes, uint32_t n)
 static uint64_t max_index_entries(uint64_t file_bytes)
 {
     return (file_bytes - SL_SEG_HDR - SL_SEG_TRAILER) / SL_IDX_ENTRY;
+}
+
+/* An entry's seq, ms and offset.  Its block checksum is read separately
+** (idx_sum), and only once the block is known complete: the writer fills
+** it in when it starts the next block. */
+static inline sl_idx idx_read(const sl_seg *g, uint32_t i)
+{
+    const uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
+    return (sl_idx){sl__ld64(e), (int64_t)sl__ld64(e + 8), sl__ld64(e + 16), 0};
+}
+
+static inline uint64_t idx_off(const sl_seg *g, uint32_t i)
+{
+    return sl__ld64(g->base + idx_slot_off(g->file_bytes, i) + 16);
+}
+
+static inline uint64_t idx_sum(const sl_seg *g, uint32_t i)
+{
+    return sl__ld64(g->base + idx_slot_off(g->file_bytes, i) + 24);
+}
+
+static inline void idx_write(sl_seg *g, uint32_t i, uint64_t seq, int64_t ms, uint64_t off)
+{
+    uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
+    sl__st64(e, seq);
+    sl__st64(e + 8, (uint64_t)ms);
+    sl__st64(e + 16, off);
+    sl__st64(e + 24, 0);
+}
+
+/* Close entry i's block at `end`: store the checksum of its bytes. */
+static inline void idx_close_block(sl_seg *g, uint32_t i, uint64_t end)
+{
+    uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
+    uint64_t from = sl__ld64(e + 16);
+    sl__st64(e + 24, sl__xxh3(g->base + from, (size_t)(end - from)));
 }
 
 char *sl__seg_path(const char *shard_dir, uint64_t ordinal)
@@ -425,10 +467,8 @@ void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
     uint64_t off = g->tail, span = sl__rec_span(klen, dlen);
     sl__rec_write(g->base + off, seq, ms, key, klen, data, dlen);
     if (off >= g->next_idx_off) {
-        uint8_t *e = g->base + idx_slot_off(g->file_bytes, g->nidx);
-        sl__st64(e, seq);
-        sl__st64(e + 8, (uint64_t)ms);
-        sl__st64(e + 16, off);
+        if (g->nidx) idx_close_block(g, g->nidx - 1, off);
+        idx_write(g, g->nidx, seq, ms, off);
         g->nidx++;
         g->idx_low -= SL_IDX_ENTRY;
         g->next_idx_off = off + SL_IDX_STRIDE;
@@ -509,6 +549,7 @@ int sl__seg_sync(sl_seg *g, const sl_segmark *m, bool with_index)
 int sl__seg_seal(sl_seg *g, const sl_segctx *c)
 {
     uint8_t t[SL_SEG_TRAILER];
+    if (g->nidx && !g->last_block_damaged) idx_close_block(g, g->nidx - 1, g->tail);
     trailer_encode(t, g, g->nidx, g->count, g->payload, g->first_seq,
                    g->last_seq, g->first_ms, g->last_ms, g->tail);
     memcpy(g->base + g->file_bytes - SL_SEG_TRAILER, t, sizeof t);
@@ -533,6 +574,7 @@ typedef struct scan {
     uint64_t count, payload, first_seq, last_seq;
     int64_t first_ms, last_ms;
     bool damaged;
+    bool block_damaged;               /* the current index block holds damage */
     bool write_idx;                   /* rewrite entries in the mapping */
     sl_idx *mem;                      /* or collect them here */
     uint32_t nmem, capmem;
@@ -544,10 +586,11 @@ typedef struct scan {
 static int scan_add_idx(sl_seg *g, scan *s, const sl_recview *v, uint64_t off)
 {
     if (s->write_idx) {
-        uint8_t *e = g->base + idx_slot_off(g->file_bytes, s->nidx);
-        sl__st64(e, v->seq);
-        sl__st64(e + 8, (uint64_t)v->ms);
-        sl__st64(e + 16, off);
+        /* close the previous block -- with no checksum if it holds damage,
+        ** so that no reader takes damaged bytes as verified */
+        if (s->nidx && !s->block_damaged) idx_close_block(g, s->nidx - 1, off);
+        idx_write(g, s->nidx, v->seq, v->ms, off);
+        s->block_damaged = false;
     } else if (s->mem) {
         if (s->nmem == s->capmem) {
             uint32_t cap = s->capmem ? s->capmem * 2 : 64;
@@ -556,7 +599,7 @@ static int scan_add_idx(sl_seg *g, scan *s, const sl_recview *v, uint64_t off)
             s->mem = m;
             s->capmem = cap;
         }
-        s->mem[s->nmem++] = (sl_idx){v->seq, v->ms, off};
+        s->mem[s->nmem++] = (sl_idx){v->seq, v->ms, off, 0};   /* no block sums */
     }
     s->nidx++;
     s->next_idx_off = off + SL_IDX_STRIDE;
@@ -572,8 +615,7 @@ static int snapshot_index(sl_seg *g, scan *s)
     for (uint32_t i = 0; i < max; i++) {
         uint64_t o = idx_slot_off(g->file_bytes, i);
         if (o + SL_IDX_ENTRY > g->map_len) break;
-        sl_idx e = {sl__ld64(g->base + o), (int64_t)sl__ld64(g->base + o + 8),
-                    sl__ld64(g->base + o + 16)};
+        sl_idx e = idx_read(g, i);
         if (e.seq == 0 || e.off < SL_SEG_HDR || e.off % 8 || e.off >= o) break;
         if (s->nsnap % 256 == 0) {
             sl_idx *n = realloc(s->snap, (s->nsnap + 256) * sizeof *n);
@@ -647,6 +689,7 @@ static int scan_run(sl_seg *g, const sl_segctx *c, scan *s)
                        "number %" PRIu64 ") skipped",
                        c->shard_id, g->ordinal, off, next, s->prev_seq);
             s->damaged = true;
+            s->block_damaged = true;                /* the block before `next` */
             s->off = next;
             s->next_idx_off = next;                 /* index the resync point */
             continue;
@@ -683,9 +726,7 @@ static void scan_start(sl_seg *g, scan *s)
     if (ht <= SL_SEG_HDR || ht % 8 || hn == 0 || hn > max_index_entries(g->file_bytes) ||
         ht > idx_low_for(g->file_bytes, hn) || ht > s->limit || hc == 0)
         return;
-    uint64_t eo = idx_slot_off(g->file_bytes, hn - 1);
-    sl_idx e = {sl__ld64(g->base + eo), (int64_t)sl__ld64(g->base + eo + 8),
-                sl__ld64(g->base + eo + 16)};
+    sl_idx e = idx_read(g, hn - 1);
     if (e.off < SL_SEG_HDR || e.off >= ht || e.off % 8) return;
     /* hop from the entry to the hint, verifying every record */
     uint64_t off = e.off, prev = 0, n = 0;
@@ -748,6 +789,7 @@ static int recover_writer(sl_seg *g, const sl_segctx *c, bool last)
     free(s.snap);
     if (rc) return rc;
     scan_apply(g, &s);
+    g->last_block_damaged = s.block_damaged;
     g->idx_checked = true;                /* rebuilt by the scan */
     /* zero what a torn append left after the tail (tidiness: recovery does
     ** not depend on it, as stale records fail the sequence check) */
@@ -1001,9 +1043,46 @@ uint32_t sl__seg_index_count(sl_seg *g, uint64_t end)
 
 sl_idx sl__seg_index_get(sl_seg *g, uint32_t i)
 {
-    if (g->mem_idx) return g->mem_idx[i];
-    const uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
-    return (sl_idx){sl__ld64(e), (int64_t)sl__ld64(e + 8), sl__ld64(e + 16)};
+    return g->mem_idx ? g->mem_idx[i] : idx_read(g, i);
+}
+
+int sl__seg_block_check(sl_seg *g, uint64_t off, uint64_t end, uint32_t *hint,
+                        uint64_t *block_end)
+{
+    *block_end = end;
+    if (g->mem_idx) return -1;                      /* rebuilt: no sums */
+    bool sealed = sl__seg_is_sealed(g);
+    uint32_t n = sl__seg_index_count(g, end), k = *hint;
+    if (k >= n || idx_off(g, k) > off) {            /* reposition */
+        uint32_t lo = 0, hi = n;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (idx_off(g, mid) < off) lo = mid + 1;
+            else hi = mid;
+        }
+        k = lo;
+    }
+    while (k < n && idx_off(g, k) < off) k++;
+    *hint = k;
+    if (k >= n) return -1;
+    uint64_t eoff = idx_off(g, k);
+    if (eoff != off) {                              /* inside a block */
+        *block_end = eoff < end ? eoff : end;
+        return -1;
+    }
+    /* complete: the next entry was published after this block's checksum
+    ** (both before the index count this reader loaded), or the segment was
+    ** sealed (the seal writes the last one first) */
+    uint64_t bend = k + 1 < n ? idx_off(g, k + 1) : sealed ? g->data_end : 0;
+    if (!bend || bend > end || bend <= off) {
+        *block_end = bend && bend <= end ? bend : end;
+        return -1;
+    }
+    uint64_t sum = idx_sum(g, k);
+    *block_end = bend;
+    if (sum == 0) return -1;                        /* holds damage */
+    *hint = k + 1;
+    return sl__xxh3(g->base + off, (size_t)(bend - off)) == sum;
 }
 
 /* Does the index entry point at a record with its sequence number? */
