@@ -271,10 +271,14 @@ SL_API int sl_stream_create(sl_stream **out, const char *root,
 ** lock (one per stream across all processes) and recover from a crash:
 ** the active segments' unsynced tails are validated and a torn tail is cut.
 ** Read-only opens take no lock and follow a writer in another process.
-** Damage found in segments is reported through opts->report and does not
-** fail the open; what does: a damaged manifest, a missing shard directory
-** or (writers) SEQ file, and a segment written in a format version this
-** library does not know (it is left untouched).
+** Opening reads the newest segment of each shard; older segments are read
+** when first used (a seek, a read, a describe), so opening costs the same
+** whatever the stream's size.  Damage found in segments is reported through
+** opts->report -- at open for the newest, on first use for the others --
+** and does not fail the open.  What does: a damaged manifest, a missing
+** shard directory or (writers) SEQ file, and a newest segment written in a
+** format version this library does not know (an older one fails the read
+** that reaches it; either way the file is left untouched).
 ** @param[out] out  the handle; NULL on failure
 ** @param opts      NULL for defaults; only read during the call
 ** @return 0, SL_ENOTFOUND, SL_ELOCKED (another writer holds the stream),

@@ -211,6 +211,8 @@ typedef struct sl_seg {
     uint32_t mem_nidx;
     bool idx_checked;                 /* (L) on-disk index checksum verified */
     bool last_block_damaged;          /* (W) after recovery: no block sum */
+    bool loaded;                      /* (L) false: a stub (ordinal, path)
+                                         read on first use (shard.c) */
     bool durable;                     /* (L) synced since sealed (writer) */
     bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`

@@ -347,6 +347,7 @@ int sl__seg_prepare(sl_seg **out, const sl_segctx *c, const char *shard_dir,
     g->ordinal = ordinal;
     g->file_bytes = g->map_len = file_bytes;
     g->writable = true;
+    g->loaded = true;
     g->idx_checked = true;                /* we write the index ourselves */
 
     fd = sl__os.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -900,6 +901,7 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
         goto out;
     }
     g->ordinal = ordinal;
+    g->loaded = true;
     g->durable = true;                  /* on disk before this process */
     g->dir_durable = true;
     g->file_bytes = sl__ld64(h + 24);

@@ -103,17 +103,87 @@ static int list_push(sl_shard *sh, sl_seg *g)
     return 0;
 }
 
+/* ---- lazy segments ---------------------------------------------------------
+** Opening a stream reads only its directory listing and the newest segment
+** of each shard.  Older segments enter the list as stubs (ordinal and path)
+** and are read -- header, trailer -- the first time something needs them
+** (a seek, a read, a describe).  So open costs the same at 1 GiB as at
+** 8 GiB, and never waits on the disk for a cold segment's pages.  A stub
+** that proves unusable (damaged header: reported, and quarantined by a
+** writer) leaves the list. */
+
+static sl_seg *stub_new(sl_shard *sh, uint64_t ordinal)
+{
+    sl_seg *g = calloc(1, sizeof *g);
+    if (!g || !(g->path = sl__seg_path(sh->dir, ordinal))) {
+        free(g);
+        return NULL;
+    }
+    g->ordinal = ordinal;
+    g->durable = g->dir_durable = true;
+    return g;
+}
+
 /* An empty sealed segment carries the keys of the segment before it, so
 ** that last keys never decrease along the list (seeks binary-search it). */
-static void carry_keys(sl_shard *sh, size_t from)
+static int carry_into(sl_shard *sh, size_t i);
+
+/* Make segs[i] loaded (caller holds seglock).  On return segs[i] may be
+** another segment (the stub was unusable and left the list): callers
+** re-read the list.  Hard errors (an unknown format version) are returned. */
+static int ensure_loaded(sl_shard *sh, size_t i)
 {
-    for (size_t i = from; i < sh->nseg; i++) {
-        sl_seg *g = sh->segs[i];
-        if (g->count || !sl__seg_is_sealed(g)) continue;
-        const sl_seg *p = i ? sh->segs[i - 1] : NULL;
-        g->first_seq = g->last_seq = p ? p->last_seq : 0;
-        g->first_ms = g->last_ms = p ? p->last_ms : INT64_MIN;
+    sl_seg *stub = sh->segs[i];
+    if (stub->loaded) return 0;
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    sl_seg *g = NULL;
+    int rc = sl__seg_open(&g, &c, stub->path, stub->ordinal, !sh->s->readonly, false, true);
+    if (rc) return rc;
+    sl__seg_free(stub);
+    if (!g) {                                       /* unusable: drop it */
+        memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
+        sh->nseg--;
+        return 0;
     }
+    sh->segs[i] = g;
+    return g->count || !sl__seg_is_sealed(g) ? 0 : carry_into(sh, i);
+}
+
+static int carry_into(sl_shard *sh, size_t i)
+{
+    sl_seg *g = sh->segs[i];
+    uint64_t seq = 0;
+    int64_t ms = INT64_MIN;
+    for (size_t k = i; k > 0; k--) {
+        int rc = ensure_loaded(sh, k - 1);
+        if (rc) return rc;
+        if (k - 1 >= sh->nseg || sh->segs[k - 1] == g) break;  /* list moved */
+        sl_seg *p = sh->segs[k - 1];
+        if (p->count || !sl__seg_is_sealed(p)) {
+            seq = p->last_seq;
+            ms = p->last_ms;
+            break;
+        }
+        if (p->last_seq) {                          /* already carried */
+            seq = p->last_seq;
+            ms = p->last_ms;
+            break;
+        }
+    }
+    g->first_seq = g->last_seq = seq;
+    g->first_ms = g->last_ms = ms;
+    return 0;
+}
+
+/* Load every stub (describe, counts). */
+static int load_all(sl_shard *sh)
+{
+    for (size_t i = 0; i < sh->nseg; i++) {
+        int rc = ensure_loaded(sh, i);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static bool parse_seg_name(const char *name, uint64_t *ord, bool *corrupt,
@@ -197,11 +267,11 @@ static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
     return 0;
 }
 
-/* Open the segment files numbered above `after` and append them to the
-** list (the newest counts as the active one).  Caller holds seglock or is
-** alone with the shard. */
+/* Add the segment files numbered above `after` to the list: the newest
+** opened (recovered by a writer), the others as stubs (lazy = true) or
+** opened too.  Caller holds seglock or is alone with the shard. */
 static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_alive,
-                     uint64_t *max_seen)
+                     bool lazy, uint64_t *max_seen)
 {
     uint64_t *ords;
     size_t n, first = sh->nseg;
@@ -210,25 +280,35 @@ static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_aliv
     sl_segctx c;
     sl__segctx_init(&c, sh);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        char *path = sl__seg_path(sh->dir, ords[i]);
         sl_seg *g = NULL;
-        if (!path) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
-        else rc = sl__seg_open(&g, &c, path, ords[i], writer, i + 1 == n, writer_alive);
-        free(path);
+        if (lazy && i + 1 < n) {
+            if (!(g = stub_new(sh, ords[i]))) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
+        } else {
+            char *path = sl__seg_path(sh->dir, ords[i]);
+            if (!path) rc = sl__err(SL_ENOMEM, "opening %s", sh->id);
+            else rc = sl__seg_open(&g, &c, path, ords[i], writer, i + 1 == n, writer_alive);
+            free(path);
+        }
         if (rc == 0 && g && (rc = list_push(sh, g)) != 0) sl__seg_free(g);
     }
     free(ords);
-    carry_keys(sh, first);
+    for (size_t i = first; rc == 0 && i < sh->nseg; i++)
+        if (sh->segs[i]->loaded && !sh->segs[i]->count && sl__seg_is_sealed(sh->segs[i]))
+            rc = carry_into(sh, i);
     return rc;
 }
 
 int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 {
     uint64_t max_seen = 0;
-    int rc = load_from(sh, 0, writer, writer_alive, &max_seen);
+    int rc = load_from(sh, 0, writer, writer_alive, true, &max_seen);
     if (rc) return rc;
     sh->next_ordinal = max_seen + 1;
+    /* the shard's last sequence number and time: from the newest segment
+    ** that has records (loading older stubs only if the newest is empty) */
     for (size_t i = sh->nseg; i > 0; i--) {
+        if ((rc = ensure_loaded(sh, i - 1)) != 0) return rc;
+        if (i - 1 >= sh->nseg) continue;
         sl_seg *g = sh->segs[i - 1];
         if (g->count || !sl__seg_is_sealed(g)) {
             sh->last_seq = g->last_seq;
@@ -245,7 +325,8 @@ int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 static int refresh_locked(sl_shard *sh)
 {
     if (!sh->s->readonly) return 0;
-    return load_from(sh, sh->nseg ? sh->segs[sh->nseg - 1]->ordinal : 0, false, true, NULL);
+    return load_from(sh, sh->nseg ? sh->segs[sh->nseg - 1]->ordinal : 0, false, true, false,
+                     NULL);
 }
 
 /* Pin g: map it if needed, check its index once. Caller holds seglock. */
@@ -279,6 +360,19 @@ void sl__shard_put_seg(sl_shard *sh, sl_seg *g)
     pthread_mutex_unlock(&sh->seglock);
 }
 
+/* Load and pin segs[i] (or whatever takes its place if it proves unusable).
+** Caller holds seglock.  *out NULL if the list ends before i. */
+static int load_pin_locked(sl_shard *sh, size_t i, sl_seg **out)
+{
+    *out = NULL;
+    int rc = 0;
+    while (i < sh->nseg && !sh->segs[i]->loaded && (rc = ensure_loaded(sh, i)) == 0)
+        ;
+    if (rc || i >= sh->nseg) return rc;
+    if ((rc = pin_locked(sh, sh->segs[i])) == 0) *out = sh->segs[i];
+    return rc;
+}
+
 /* The pinned segment with the smallest ordinal > after (NULL if none). */
 int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out)
 {
@@ -287,12 +381,9 @@ int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out)
     int rc = 0;
     for (int pass = 0; pass < 2 && !*out && rc == 0; pass++) {
         if (pass == 1 && (rc = refresh_locked(sh)) != 0) break;
-        for (size_t i = 0; i < sh->nseg; i++) {
-            if (sh->segs[i]->ordinal > after) {
-                if ((rc = pin_locked(sh, sh->segs[i])) == 0) *out = sh->segs[i];
-                break;
-            }
-        }
+        size_t i = 0;
+        while (i < sh->nseg && sh->segs[i]->ordinal <= after) i++;
+        rc = load_pin_locked(sh, i, out);
         if (!sh->s->readonly) break;
     }
     pthread_mutex_unlock(&sh->seglock);
@@ -309,9 +400,12 @@ int sl__shard_last_seg(sl_shard *sh, sl_seg **out)
     *out = NULL;
     pthread_mutex_lock(&sh->seglock);
     int rc = refresh_locked(sh);
-    if (rc == 0 && sh->nseg) {
-        sl_seg *g = sh->segs[sh->nseg - 1];
-        if ((rc = pin_locked(sh, g)) == 0) *out = g;
+    /* the newest segment is never a stub, but may be dropped as unusable */
+    while (rc == 0 && sh->nseg && !*out) {
+        size_t last = sh->nseg - 1;
+        rc = load_pin_locked(sh, last, out);
+        if (!*out && last > 0 && sh->nseg == last) continue;
+        break;
     }
     pthread_mutex_unlock(&sh->seglock);
     return rc;
@@ -347,6 +441,13 @@ int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target, sl_seg **seg_out,
     size_t lo = 0, hi = sh->nseg;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
+        size_t before = sh->nseg;
+        if ((rc = ensure_loaded(sh, mid)) != 0) break;
+        if (sh->nseg != before) {                   /* a stub left the list */
+            lo = 0;
+            hi = sh->nseg;
+            continue;
+        }
         sl_seg *g = sh->segs[mid];
         bool below;
         if (!sl__seg_is_sealed(g)) below = false;
@@ -355,14 +456,13 @@ int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target, sl_seg **seg_out,
         if (below) lo = mid + 1;
         else hi = mid;
     }
-    sl_seg *g = sh->segs[lo < sh->nseg ? lo : sh->nseg - 1];
-    if ((rc = pin_locked(sh, g)) != 0) {
-        pthread_mutex_unlock(&sh->seglock);
-        return rc;
-    }
+    sl_seg *g = NULL;
+    bool tip = lo >= sh->nseg;          /* every record is below the target */
+    if (rc == 0 && sh->nseg) rc = load_pin_locked(sh, tip ? sh->nseg - 1 : lo, &g);
     pthread_mutex_unlock(&sh->seglock);
+    if (rc || !g) return rc;
     uint64_t end = sl__seg_visible_end(g);
-    *off_out = lo < sh->nseg ? sl__seg_seek(g, end, by_ms, target) : end;
+    *off_out = tip ? end : sl__seg_seek(g, end, by_ms, target);
     *seg_out = g;
     return 0;
 }
@@ -372,8 +472,10 @@ void sl__shard_counts(sl_shard *sh, uint64_t *records, uint64_t *payload)
     uint64_t r = 0, p = 0;
     pthread_mutex_lock(&sh->lock);
     pthread_mutex_lock(&sh->seglock);
+    load_all(sh);                       /* a stub that fails is not counted */
     for (size_t i = 0; i < sh->nseg; i++) {
         sl_seg *g = sh->segs[i];
+        if (!g->loaded) continue;
         if (sl__seg_is_sealed(g) || g == sh->active) {
             r += g->count;
             p += g->payload;

@@ -195,7 +195,7 @@ int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first)
     return rc;
 }
 
-/* Writer: load the reservation ceiling and reserve the first block. */
+/* Writer: load the reservation ceiling (the first put reserves a block). */
 static int seq_open(sl_stream *s, uint64_t max_seen)
 {
     char *path = join(s->dir, SL_SEQ_FILE);
@@ -237,10 +237,14 @@ static int seq_open(sl_stream *s, uint64_t max_seen)
                           s->dir, ceiling, max_seen);
         ceiling = max_seen + SEQ_LOST_GAP;
     }
+    /* nothing is reserved yet: the first put reserves a block (and pays the
+    ** fdatasync).  Syncing at open would make every reopen wait for the
+    ** filesystem journal, which after a crash with gigabytes unsynced
+    ** waits for their writeback. */
     atomic_store(&s->next_seq, ceiling);
     atomic_store(&s->seq_ceiling, ceiling);
     s->seq_block = SEQ_BLOCK_MIN;
-    return seq_write(s, ceiling + s->seq_block);
+    return 0;
 }
 
 /* ---- routing ------------------------------------------------------------ */

@@ -235,6 +235,7 @@ static void interval_roll_over_defers_syncs(void **state)
     sl_stream *s = make(*state, NAME, SL_DURABILITY_INTERVAL, 3600000);
     sl_producer *p;
     assert_int_equal(sl_producer_open(&p, s), 0);
+    puts_n(p, 1, 200);                    /* reserves sequence numbers (a sync) */
     counting_on();
     puts_n(p, 800, 200);
     int segs = tu_nsegs(*state, NAME, 0);
