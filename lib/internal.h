@@ -67,6 +67,9 @@ SL_HIDDEN int sl__os_rmtree(const char *path);
 /* Read a whole small file into a malloc'd, NUL-terminated buffer. */
 SL_HIDDEN int sl__os_read_file(const char *path, char **out, size_t *len,
                                size_t max);
+/* A hash of this boot's id (/proc/sys/kernel/random/boot_id); 0 if unknown.
+** Unchanged means the page cache survived whatever happened. */
+SL_HIDDEN uint64_t sl__boot_id(void);
 SL_HIDDEN int sl__futex_wait(uint32_t *addr, uint32_t val, int timeout_ms);
 SL_HIDDEN void sl__futex_wake(uint32_t *addr);
 SL_HIDDEN uint64_t sl__random64(void);
@@ -173,7 +176,7 @@ static inline void sl__st64(void *p, uint64_t v) { memcpy(p, &v, 8); }
 #endif
 
 /* ---- Segments (segment.c) ----------------------------------------------- */
-#define SL_SEG_HDR 128u
+#define SL_SEG_HDR 256u
 #define SL_SEG_TRAILER 128u
 #define SL_IDX_ENTRY 32u
 #define SL_IDX_STRIDE 4096u           /* one index entry per 4 KiB of data */
@@ -224,6 +227,7 @@ typedef struct sl_seg {
     uint64_t idx_low;                 /* lowest byte of the index area */
     uint32_t nidx;
     uint64_t next_idx_off;            /* next record at/after this gets one */
+    uint32_t soft_gen;                /* writer's copy of the header's */
     /* the preparer thread populates pages ahead of the writer */
     _Atomic uint64_t pf_end;          /* populated up to here */
     _Atomic uint64_t kick_at;         /* a tail past this wakes the preparer */
@@ -240,6 +244,10 @@ typedef struct sl_seg {
 #define SL_H_WRITER_EPOCH 92
 #define SL_H_SYNCED_COUNT 96
 #define SL_H_SYNCED_BYTES 104
+#define SL_H_BOOT 112
+#define SL_H_SOFT_GEN 120
+#define SL_H_SOFT_COUNT 128
+#define SL_H_SOFT_BYTES 136
 #define SL_STATE_ACTIVE 0u
 #define SL_STATE_SEALED 1u
 
@@ -319,7 +327,7 @@ SL_HIDDEN int sl__seg_populate(sl_seg *g, uint64_t upto);
 ** part of the shard; publish gives it its name; discard removes it. */
 SL_HIDDEN int sl__seg_prepare(sl_seg **out, const sl_segctx *c,
                               const char *shard_dir, uint64_t ordinal,
-                              uint64_t file_bytes);
+                              uint64_t file_bytes, bool spare);
 SL_HIDDEN int sl__seg_publish_file(sl_seg *g, const sl_segctx *c,
                                    const char *shard_dir);
 SL_HIDDEN void sl__seg_discard(sl_seg *g);

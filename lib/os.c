@@ -222,6 +222,20 @@ void sl__futex_wake(uint32_t *addr)
     syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+uint64_t sl__boot_id(void)
+{
+    static _Atomic uint64_t cached;     /* constant for the process's life */
+    uint64_t v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v) return v == 1 ? 0 : v;
+    char buf[64] = "";
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0) close(fd);
+    v = n >= 32 ? sl__xxh3(buf, (size_t)n) | 2 : 1;    /* 1: none (cached) */
+    atomic_store_explicit(&cached, v, memory_order_relaxed);
+    return v == 1 ? 0 : v;
+}
+
 uint64_t sl__random64(void)
 {
     uint64_t v = 0;

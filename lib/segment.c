@@ -7,15 +7,15 @@
 ** zero.  Records grow up from the header, index entries grow down from the
 ** trailer:
 **
-**   0        128                      tail          idx_low   file_bytes-128
+**   0        256                      tail          idx_low   file_bytes-128
 **   +--------+------------------------+----- free -----+---------+---------+
 **   | header | records ->             |                 | <-index | trailer |
 **   +--------+------------------------+-----------------+---------+---------+
 **
-** Header, immutable part (written once, before the file gets its name)
+** Header (256 bytes), immutable part (written once, before the file is named)
 **    0  u32 magic        0x47534C53 ("SLSG" as bytes)
 **    4  u16 version      1; another version is refused with SL_ECORRUPT
-**    6  u16 header_bytes 128
+**    6  u16 header_bytes 256
 **    8  u32 shard_index  N of shardId-N
 **   12  u32 flags        0 (reserved: encryption, compression)
 **   16  u64 ordinal      segment number in the shard, from 1; also the name
@@ -33,8 +33,13 @@
 **   92  u32 writer_epoch bumped by every recovery (read-only followers)
 **   96  u64 synced_count records below synced_tail
 **  104  u64 synced_bytes their data + key bytes
-**  112  16 bytes reserved 0
-** Record (from offset 128, each padded with zeros to 8 bytes)
+**  112  u64 boot_id      the writer's boot (hash of the kernel's boot id)
+**  120  u32 soft_gen     even: the soft hint is whole (odd while updated)
+**  124  u32 reserved
+**  128  u64 soft_count   records below commit_tail  } with commit_tail and
+**  136  u64 soft_bytes   their data + key bytes     } index_count: the soft
+**  144..255 reserved 0                              } hint, unsynced
+** Record (from offset 256, each padded with zeros to 8 bytes)
 **    0  u32 rec_bytes    40 + key_len + data_len (unpadded)
 **    4  u32 rec_flags    0 (reserved: encrypted, compressed)
 **    8  u64 seq          > the previous record's
@@ -72,10 +77,14 @@
 ** them with acquire and never look past commit_tail, so they never see half
 ** a record.  Committed bytes are never rewritten.
 **
-** Recovery (writer open) never trusts commit_tail.  It starts from the
-** synced hint when that hint checks out (hop from the last index entry
-** before it, verifying, and land exactly on it) -- so the cost is the
-** unsynced tail -- and otherwise from offset 128.  It verifies records
+** Recovery (writer open) never trusts commit_tail blindly.  After a crash
+** of the process alone -- the boot id in the header is this boot's, so the
+** page cache holds everything that was committed -- it starts from the soft
+** hint (commit_tail with its counts, written on every commit, never
+** synced); after a reboot, from the synced hint; either only if it checks
+** out (hop from the last index entry before it, verifying, and land exactly
+** on it).  So the cost is what follows the hint, not the segment's size.
+** Otherwise it starts from offset 256.  It verifies records
 ** forward.  At the first bad or zero slot it asks the index whether any
 ** valid record follows: if none, that is a torn tail and the segment ends
 ** there; if one does, the bytes between are damage, reported with shard,
@@ -191,6 +200,7 @@ static void hdr_encode(uint8_t h[SL_SEG_HDR], const sl_segctx *c,
     sl__st64(h + 32, (uint64_t)c->now_ms);
     sl__st64(h + 40, c->stream_id);
     sl__st64(h + 56, sl__xxh3(h, 56));
+    sl__st64(h + SL_H_BOOT, sl__boot_id());
 }
 
 /* 0: valid; 1: damaged (quarantine); negative: hard error (future version) */
@@ -332,13 +342,16 @@ void sl__seg_free(sl_seg *g)
 /* Create "<ordinal>.seg.tmp", preallocate it, write its header (synced if
 ** c->sync_now) and map it.  It is not part of the shard until published. */
 int sl__seg_prepare(sl_seg **out, const sl_segctx *c, const char *shard_dir,
-                    uint64_t ordinal, uint64_t file_bytes)
+                    uint64_t ordinal, uint64_t file_bytes, bool spare)
 {
     *out = NULL;
     sl_seg *g = calloc(1, sizeof *g);
     int fd = -1, rc = 0;
+    /* the preparer's spares and the writer's own creations have different
+    ** temporary names: both may create the same ordinal at once (the
+    ** loser's file is discarded), and neither may truncate the other's */
     if (!g || !(g->path = sl__seg_path(shard_dir, ordinal)) ||
-        asprintf(&g->tmp_path, "%s.tmp", g->path) < 0) {
+        asprintf(&g->tmp_path, "%s%s", g->path, spare ? ".spare" : ".tmp") < 0) {
         if (g) g->tmp_path = NULL;
         rc = sl__err(SL_ENOMEM, "allocating a segment");
         goto fail;
@@ -350,9 +363,11 @@ int sl__seg_prepare(sl_seg **out, const sl_segctx *c, const char *shard_dir,
     g->loaded = true;
     g->idx_checked = true;                /* we write the index ourselves */
 
-    fd = sl__os.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fd = sl__os.open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = sl__errno(sl__errno_code(errno), errno, "creating %s", tmp);
+        free(g->tmp_path);              /* not ours: never unlink it */
+        g->tmp_path = NULL;
         goto fail;
     }
     if (sl__os.fallocate(fd, 0, 0, (off_t)file_bytes) != 0) {
@@ -436,7 +451,7 @@ void sl__seg_discard(sl_seg *g)
 int sl__seg_create(sl_seg **out, const sl_segctx *c, const char *shard_dir,
                    uint64_t ordinal, uint64_t file_bytes)
 {
-    int rc = sl__seg_prepare(out, c, shard_dir, ordinal, file_bytes);
+    int rc = sl__seg_prepare(out, c, shard_dir, ordinal, file_bytes, false);
     if (rc == 0 && (rc = sl__seg_publish_file(*out, c, shard_dir)) != 0) {
         sl__seg_discard(*out);
         *out = NULL;
@@ -487,8 +502,14 @@ void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
 
 void sl__seg_publish(sl_seg *g)
 {
+    /* the soft hint: counts, tail and index count change together inside an
+    ** odd generation, so recovery can tell a whole one from a torn one */
+    __atomic_store_n(sl__hdr32(g, SL_H_SOFT_GEN), ++g->soft_gen, __ATOMIC_RELAXED);
+    __atomic_store_n(sl__hdr64(g, SL_H_SOFT_COUNT), g->count, __ATOMIC_RELAXED);
+    __atomic_store_n(sl__hdr64(g, SL_H_SOFT_BYTES), g->payload, __ATOMIC_RELAXED);
     __atomic_store_n(sl__hdr64(g, SL_H_COMMIT_TAIL), g->tail, __ATOMIC_RELEASE);
     __atomic_store_n(sl__hdr32(g, SL_H_INDEX_COUNT), g->nidx, __ATOMIC_RELEASE);
+    __atomic_store_n(sl__hdr32(g, SL_H_SOFT_GEN), ++g->soft_gen, __ATOMIC_RELEASE);
 }
 
 /* The recovery hints: a tail whose bytes are durable, with the index count,
@@ -582,6 +603,8 @@ typedef struct scan {
     sl_idx *snap;                     /* index as found, for resync */
     uint32_t nsnap;
     bool snapped;
+    uint32_t sk;                      /* cursor into snap */
+    uint64_t ok_end;                  /* records below passed a block check */
 } scan;
 
 static int scan_add_idx(sl_seg *g, scan *s, const sl_recview *v, uint64_t off)
@@ -618,6 +641,7 @@ static int snapshot_index(sl_seg *g, scan *s)
         if (o + SL_IDX_ENTRY > g->map_len) break;
         sl_idx e = idx_read(g, i);
         if (e.seq == 0 || e.off < SL_SEG_HDR || e.off % 8 || e.off >= o) break;
+        e.sum = idx_sum(g, i);          /* recovery runs alone with the file */
         if (s->nsnap % 256 == 0) {
             sl_idx *n = realloc(s->snap, (s->nsnap + 256) * sizeof *n);
             if (!n) return sl__err(SL_ENOMEM, "indexing %s", g->path);
@@ -666,8 +690,25 @@ static uint64_t scan_resync(sl_seg *g, scan *s, uint64_t bad)
 }
 
 /* Verify records forward from s->off.  Stops at the end of valid data. */
+/* Is off the start of a complete block (in the index as found) whose
+** checksum matches?  Then its records need no checksums of their own: one
+** vectorised hash per 4 KiB instead of one per record.  The sequence and
+** time checks still apply to every record, so a stale block from an older
+** run cannot pass for new data. */
+static bool scan_block_ok(sl_seg *g, scan *s, uint64_t off, uint64_t lim)
+{
+    while (s->sk < s->nsnap && s->snap[s->sk].off < off) s->sk++;
+    if (s->sk + 1 >= s->nsnap || s->snap[s->sk].off != off || !s->snap[s->sk].sum) return false;
+    uint64_t bend = s->snap[s->sk + 1].off;
+    if (bend <= off || bend > lim || sl__xxh3(g->base + off, (size_t)(bend - off)) != s->snap[s->sk].sum)
+        return false;
+    s->ok_end = bend;
+    return true;
+}
+
 static int scan_run(sl_seg *g, const sl_segctx *c, scan *s)
 {
+    if (!s->snapped && snapshot_index(g, s) != 0) return SL_ENOMEM;
     for (;;) {
         uint64_t off = s->off;
         uint64_t idx_low = idx_low_for(g->file_bytes, s->nidx);
@@ -675,13 +716,15 @@ static int scan_run(sl_seg *g, const sl_segctx *c, scan *s)
         uint64_t lim = idx_low < s->limit ? idx_low : s->limit;
         sl_recview v;
         int r = SL_REC_END;
+        bool verify = off >= s->ok_end && !scan_block_ok(g, s, off, lim - need_idx);
         if (off + need_idx < lim)
-            r = sl__rec_parse(g->base + off, lim - need_idx - off, true, &v);
-        if (r == SL_REC_OK && (v.seq <= s->prev_seq || v.ms < s->prev_ms))
+            r = sl__rec_parse(g->base + off, lim - need_idx - off, verify, &v);
+        if (r == SL_REC_OK && (v.seq <= s->prev_seq || v.ms < s->prev_ms ||
+                               (!verify && v.span > s->ok_end - off)))
             r = SL_REC_BAD;
         if (r != SL_REC_OK) {
             if (off + need_idx >= lim) return 0;    /* segment full */
-            if (!s->snapped && snapshot_index(g, s) != 0) return SL_ENOMEM;
+            s->ok_end = 0;
             uint64_t next = scan_resync(g, s, off);
             if (!next) return 0;                    /* the end */
             sl__report(c, SL_ECORRUPT,
@@ -720,10 +763,21 @@ static void scan_start(sl_seg *g, scan *s)
     s->next_idx_off = SL_SEG_HDR;
     s->prev_seq = 0;
     s->prev_ms = INT64_MIN;
-    uint64_t ht = sl__ld64(g->base + SL_H_SYNCED_TAIL);
-    uint32_t hn = sl__ld32(g->base + SL_H_SYNCED_INDEX);
-    uint64_t hc = sl__ld64(g->base + SL_H_SYNCED_COUNT);
-    uint64_t hp = sl__ld64(g->base + SL_H_SYNCED_BYTES);
+    uint64_t ht, hc, hp;
+    uint32_t hn;
+    uint64_t boot = sl__boot_id();
+    if (boot && sl__ld64(g->base + SL_H_BOOT) == boot && sl__ld32(g->base + SL_H_SOFT_GEN) % 2 == 0) {
+        /* no reboot since the writer died: its page cache is all here */
+        ht = sl__ld64(g->base + SL_H_COMMIT_TAIL);
+        hn = sl__ld32(g->base + SL_H_INDEX_COUNT);
+        hc = sl__ld64(g->base + SL_H_SOFT_COUNT);
+        hp = sl__ld64(g->base + SL_H_SOFT_BYTES);
+    } else {
+        ht = sl__ld64(g->base + SL_H_SYNCED_TAIL);
+        hn = sl__ld32(g->base + SL_H_SYNCED_INDEX);
+        hc = sl__ld64(g->base + SL_H_SYNCED_COUNT);
+        hp = sl__ld64(g->base + SL_H_SYNCED_BYTES);
+    }
     if (ht <= SL_SEG_HDR || ht % 8 || hn == 0 || hn > max_index_entries(g->file_bytes) ||
         ht > idx_low_for(g->file_bytes, hn) || ht > s->limit || hc == 0)
         return;
@@ -810,6 +864,8 @@ static int recover_writer(sl_seg *g, const sl_segctx *c, bool last)
         store_sync_hints(g, &none);
     }
     __atomic_fetch_add(sl__hdr32(g, SL_H_WRITER_EPOCH), 1, __ATOMIC_RELEASE);
+    g->soft_gen = sl__ld32(g->base + SL_H_SOFT_GEN) & ~1u;
+    sl__st64(g->base + SL_H_BOOT, sl__boot_id());
     sl__seg_publish(g);
     if (!last || s.damaged) return sl__seg_seal(g, c);
     return 0;
@@ -822,8 +878,12 @@ static int recover_reader(sl_seg *g, const sl_segctx *c, bool want_index)
     s.limit = g->map_len < g->file_bytes - SL_SEG_TRAILER
                   ? g->map_len & ~(uint64_t)7
                   : g->file_bytes - SL_SEG_TRAILER;
-    s.off = s.next_idx_off = SL_SEG_HDR;
-    s.prev_ms = INT64_MIN;
+    if (want_index) {
+        s.off = s.next_idx_off = SL_SEG_HDR;
+        s.prev_ms = INT64_MIN;
+    } else {
+        scan_start(g, &s);          /* a dead writer's newest segment */
+    }
     if (want_index) {
         s.mem = malloc(64 * sizeof *s.mem);
         s.capmem = s.mem ? 64 : 0;

@@ -193,7 +193,7 @@ static bool parse_seg_name(const char *name, uint64_t *ord, bool *corrupt,
     if (n < 20 || memcmp(name + 16, ".seg", 4) != 0) return false;
     const char *rest = name + 20;
     *corrupt = !strcmp(rest, ".corrupt");
-    *tmp = !strcmp(rest, ".tmp");
+    *tmp = !strcmp(rest, ".tmp") || !strcmp(rest, ".spare");
     if (*rest && !*corrupt && !*tmp) return false;
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
@@ -669,7 +669,7 @@ bool sl__shard_prepare(sl_shard *sh)
         sl_seg *sp;
         /* a failure here (a full disk) is the writer's to report, when it
         ** needs the segment */
-        if (sl__seg_prepare(&sp, &c, sh->dir, ordinal, s->man.segment_bytes) == 0) {
+        if (sl__seg_prepare(&sp, &c, sh->dir, ordinal, s->man.segment_bytes, true) == 0) {
             if (ok) sl__seg_populate(sp, SL_SEG_HDR + PREP_WINDOW);
             pthread_mutex_lock(&sh->lock);
             if (!sh->spare && sh->next_ordinal == ordinal) {

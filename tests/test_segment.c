@@ -128,7 +128,7 @@ static void torn_tail_is_cut(void **state)
     /* the active segment is number 1 (50 x 248 bytes fit); write a half
     ** record after the last one */
     char *path = tu_seg_path(*state, NAME, 0, 1);
-    uint64_t tail = 128 + 50 * sl__rec_span(1, 200);
+    uint64_t tail = SL_SEG_HDR + 50 * sl__rec_span(1, 200);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
     uint8_t rec[256] = {0};
@@ -166,7 +166,7 @@ static void flipped_byte_in_sealed_segment(void **state)
     assert_true(tu_nsegs(*state, NAME, 0) >= 3);
     s = reopen(s, NULL, *state, NULL);
     char *path = tu_seg_path(*state, NAME, 0, 1);
-    uint64_t off = 128 + 5 * sl__rec_span(1, 200) + 60;   /* record 5's data */
+    uint64_t off = SL_SEG_HDR + 5 * sl__rec_span(1, 200) + 60;   /* record 5's data */
     tu_flip_byte(path, (off_t)off);
     /* a fresh iterator meets the damage */
     sl_iter *it;
@@ -179,7 +179,7 @@ static void flipped_byte_in_sealed_segment(void **state)
     const char *m = sl_errmsg(it);
     assert_non_null(strstr(m, SHARD0));
     assert_non_null(strstr(m, "segment 0000000000000001"));
-    assert_non_null(strstr(m, "offset 1368"));   /* 128 + 5 * 248 */
+    assert_non_null(strstr(m, "offset 1496"));   /* 256 + 5 * 248 */
     /* the damaged record's header is intact, so only that record is lost */
     tu_recs r = {0};
     tu_drain(it, &r);
@@ -324,7 +324,7 @@ static void truncated_segments(void **state)
     int last = tu_nsegs(*state, NAME, 0);
     char *sealed = tu_seg_path(*state, NAME, 0, 1);
     char *active = tu_seg_path(*state, NAME, 0, (uint64_t)last);
-    assert_int_equal(truncate(sealed, 128 + 100 * 248 + 17), 0);   /* mid-record */
+    assert_int_equal(truncate(sealed, SL_SEG_HDR + 100 * 248 + 17), 0);   /* mid-record */
     assert_int_equal(truncate(active, 4096), 0);
     tu_reports rep = {0};
     tu_opts o = {.reports = &rep};
@@ -360,34 +360,54 @@ static void truncated_segments(void **state)
 ** sealed, and writes continue in a new one. */
 static void damage_inside_active_segment(void **state)
 {
-    sl_stream *s = tu_create(*state, NAME, NULL);
-    sl_producer *p;
-    assert_int_equal(sl_producer_open(&p, s), 0);
-    static uint64_t seqs[300];
-    fill(p, 0, 200, 200, seqs);                       /* one segment */
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
-    assert_int_equal(tu_nsegs(*state, NAME, 0), 1);
-    char *path = tu_seg_path(*state, NAME, 0, 1);
-    tu_flip_byte(path, 128 + 3 * 248 + 50);
-    tu_reports rep = {0};
-    tu_opts o = {.reports = &rep};
-    s = tu_open(*state, NAME, &o);
-    assert_int_equal(rep.count, 1);
-    assert_non_null(strstr(rep.last, "damaged records at offset 872"));
-    assert_int_equal(sl_producer_open(&p, s), 0);
-    fill(p, 200, 10, 200, seqs);
-    assert_int_equal(tu_nsegs(*state, NAME, 0), 2);
-    tu_recs r = {0};
-    tu_read_all(s, &r);
-    assert_int_equal(r.corrupt, 1);
-    assert_int_equal(r.n, 209);                       /* only record 3 lost */
-    assert_int_equal(atoi(r.v[3].data), 4);
-    assert_int_equal(atoi(r.v[r.n - 1].data), 209);
-    tu_recs_free(&r);
-    sl_producer_close(p);
-    assert_int_equal(sl_stream_close(s), 0);
-    free(path);
+    for (int rebooted = 0; rebooted < 2; rebooted++) {
+        char *root = tu_path("%s/%d", (char *)*state, rebooted);
+        sl_stream *s = tu_create(root, NAME, NULL);
+        sl_producer *p;
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        static uint64_t seqs[300];
+        fill(p, 0, 200, 200, seqs);                   /* one segment */
+        sl_producer_close(p);
+        assert_int_equal(sl_stream_close(s), 0);
+        assert_int_equal(tu_nsegs(root, NAME, 0), 1);
+        char *path = tu_seg_path(root, NAME, 0, 1);
+        tu_flip_byte(path, SL_SEG_HDR + 3 * 248 + 50);
+        if (rebooted) {
+            /* as after a reboot: the writer's soft hint no longer counts */
+            int fd = open(path, O_RDWR);
+            uint64_t zero = 0;
+            assert_int_equal(pwrite(fd, &zero, 8, SL_H_BOOT), 8);
+            close(fd);
+        }
+        tu_reports rep = {0};
+        tu_opts o = {.reports = &rep};
+        s = tu_open(root, NAME, &o);
+        if (rebooted) {
+            /* the full scan finds the damage, keeps what follows it, seals
+            ** the segment; writing goes on in a new one */
+            assert_int_equal(rep.count, 1);
+            assert_non_null(strstr(rep.last, "damaged records at offset 1000"));  /* 256+3*248 */
+        } else {
+            /* recovery checks only what follows the hint; the reader finds
+            ** the damage below it */
+            assert_int_equal(rep.count, 0);
+        }
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        fill(p, 200, 10, 200, seqs);
+        assert_int_equal(tu_nsegs(root, NAME, 0), rebooted ? 2 : 1);
+        tu_recs r = {0};
+        tu_read_all(s, &r);
+        assert_int_equal(r.corrupt, 1);
+        assert_int_equal(r.n, 209);                   /* only record 3 lost */
+        assert_int_equal(atoi(r.v[3].data), 4);
+        assert_int_equal(atoi(r.v[r.n - 1].data), 209);
+        assert_non_null(strstr(rep.last, "offset 1000"));
+        tu_recs_free(&r);
+        sl_producer_close(p);
+        assert_int_equal(sl_stream_close(s), 0);
+        free(path);
+        free(root);
+    }
 }
 
 static int fallocate_enospc(int fd, int mode, off_t off, off_t len)
