@@ -228,6 +228,7 @@ typedef struct sl_seg {
     uint32_t nidx;
     uint64_t next_idx_off;            /* next record at/after this gets one */
     uint32_t soft_gen;                /* writer's copy of the header's */
+    bool stamp_pending;               /* first commit stamps boot and epoch */
     /* the preparer thread populates pages ahead of the writer */
     _Atomic uint64_t pf_end;          /* populated up to here */
     _Atomic uint64_t kick_at;         /* a tail past this wakes the preparer */
@@ -384,6 +385,8 @@ struct sl_shard {
     pthread_mutex_t lock;
     sl_seg *active;                   /* current segment or NULL */
     uint64_t next_ordinal;            /* ordinal of the next new segment */
+    uint64_t first_own_ordinal;       /* below: a dead writer's ordinals */
+    bool leftovers;                   /* (preparer) its .tmp/.spare files */
     uint64_t last_seq;                /* last committed in this shard */
     int64_t last_ms;                  /* clamp for arrival times */
     sl_seg *spare;                    /* the next segment, prepared ahead */

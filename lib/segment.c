@@ -143,6 +143,13 @@ static inline uint64_t idx_sum(const sl_seg *g, uint32_t i)
     return sl__ld64(g->base + idx_slot_off(g->file_bytes, i) + 24);
 }
 
+/* Stores that leave equal values alone: recovery rewrites what it finds,
+** and a store into a page under writeback waits for the writeback. */
+static inline void st64_if(uint8_t *p, uint64_t v)
+{
+    if (sl__ld64(p) != v) sl__st64(p, v);
+}
+
 static inline void idx_write(sl_seg *g, uint32_t i, uint64_t seq, int64_t ms, uint64_t off)
 {
     uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
@@ -157,7 +164,7 @@ static inline void idx_close_block(sl_seg *g, uint32_t i, uint64_t end)
 {
     uint8_t *e = g->base + idx_slot_off(g->file_bytes, i);
     uint64_t from = sl__ld64(e + 16);
-    sl__st64(e + 24, sl__xxh3(g->base + from, (size_t)(end - from)));
+    st64_if(e + 24, sl__xxh3(g->base + from, (size_t)(end - from)));
 }
 
 char *sl__seg_path(const char *shard_dir, uint64_t ordinal)
@@ -502,6 +509,14 @@ void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
 
 void sl__seg_publish(sl_seg *g)
 {
+    if (SL_UNLIKELY(g->stamp_pending)) {
+        /* the first commit of a new writer: its boot (for soft hints) and
+        ** a new epoch (read-only followers capped at a dead writer's
+        ** recovered tail now follow commit_tail) */
+        g->stamp_pending = false;
+        __atomic_fetch_add(sl__hdr32(g, SL_H_WRITER_EPOCH), 1, __ATOMIC_RELEASE);
+        sl__st64(g->base + SL_H_BOOT, sl__boot_id());
+    }
     /* the soft hint: counts, tail and index count change together inside an
     ** odd generation, so recovery can tell a whole one from a torn one */
     __atomic_store_n(sl__hdr32(g, SL_H_SOFT_GEN), ++g->soft_gen, __ATOMIC_RELAXED);
@@ -603,7 +618,6 @@ typedef struct scan {
     sl_idx *snap;                     /* index as found, for resync */
     uint32_t nsnap;
     bool snapped;
-    uint32_t sk;                      /* cursor into snap */
     uint64_t ok_end;                  /* records below passed a block check */
 } scan;
 
@@ -613,7 +627,9 @@ static int scan_add_idx(sl_seg *g, scan *s, const sl_recview *v, uint64_t off)
         /* close the previous block -- with no checksum if it holds damage,
         ** so that no reader takes damaged bytes as verified */
         if (s->nidx && !s->block_damaged) idx_close_block(g, s->nidx - 1, off);
-        idx_write(g, s->nidx, v->seq, v->ms, off);
+        uint8_t *e = g->base + idx_slot_off(g->file_bytes, s->nidx);
+        if (sl__ld64(e) != v->seq || sl__ld64(e + 8) != (uint64_t)v->ms || sl__ld64(e + 16) != off)
+            idx_write(g, s->nidx, v->seq, v->ms, off);
         s->block_damaged = false;
     } else if (s->mem) {
         if (s->nmem == s->capmem) {
@@ -676,6 +692,27 @@ static uint64_t scan_resync(sl_seg *g, scan *s, uint64_t bad)
 {
     uint64_t h = skip_by_header(g, bad, s->limit, s->prev_seq, s->prev_ms);
     if (h) return h;
+    if (!s->snapped) {
+        /* Before any damage, the slots from s->nidx on still hold the index
+        ** as found (the scan rewrote only those below, identically), so
+        ** probe them in place; at a clean end the first one is empty.
+        ** Only if something valid follows is this damage, and then the
+        ** whole index is kept for further resyncs. */
+        bool follows = false;
+        uint64_t maxn = max_index_entries(g->file_bytes);
+        for (uint32_t i = s->nidx; i < maxn && !follows; i++) {
+            uint64_t o = idx_slot_off(g->file_bytes, i);
+            if (o + SL_IDX_ENTRY > g->map_len) break;
+            sl_idx e = idx_read(g, i);
+            if (e.seq == 0 || e.off < SL_SEG_HDR || e.off % 8 || e.off >= o) break;
+            sl_recview v;
+            follows = e.off > bad && e.off < s->limit &&
+                      sl__rec_parse(g->base + e.off, s->limit - e.off, true, &v) == SL_REC_OK &&
+                      v.seq == e.seq && v.seq > s->prev_seq;
+        }
+        if (!follows) return 0;
+        if (snapshot_index(g, s) != 0) return 0;
+    }
     for (uint32_t i = 0; i < s->nsnap; i++) {
         const sl_idx *e = &s->snap[i];
         if (e->off <= bad || e->off >= s->limit) continue;
@@ -692,23 +729,27 @@ static uint64_t scan_resync(sl_seg *g, scan *s, uint64_t bad)
 /* Verify records forward from s->off.  Stops at the end of valid data. */
 /* Is off the start of a complete block (in the index as found) whose
 ** checksum matches?  Then its records need no checksums of their own: one
-** vectorised hash per 4 KiB instead of one per record.  The sequence and
+** vectorised hash per 4 KiB instead of one per record.  The entry for the
+** block at off is the one the scan is about to (re)write, slot s->nidx,
+** and the next slot bounds it; read from the mapping before the scan
+** rewrites them (recovery runs alone with the file).  The sequence and
 ** time checks still apply to every record, so a stale block from an older
 ** run cannot pass for new data. */
 static bool scan_block_ok(sl_seg *g, scan *s, uint64_t off, uint64_t lim)
 {
-    while (s->sk < s->nsnap && s->snap[s->sk].off < off) s->sk++;
-    if (s->sk + 1 >= s->nsnap || s->snap[s->sk].off != off || !s->snap[s->sk].sum) return false;
-    uint64_t bend = s->snap[s->sk + 1].off;
-    if (bend <= off || bend > lim || sl__xxh3(g->base + off, (size_t)(bend - off)) != s->snap[s->sk].sum)
-        return false;
-    s->ok_end = bend;
+    if (!s->write_idx || off < s->next_idx_off) return false;
+    uint64_t next_slot = idx_slot_off(g->file_bytes, s->nidx + 1);
+    if (next_slot < off || next_slot + SL_IDX_ENTRY > g->map_len) return false;
+    sl_idx e = idx_read(g, s->nidx), f = idx_read(g, s->nidx + 1);
+    uint64_t sum = idx_sum(g, s->nidx);
+    if (e.off != off || !sum || !f.seq || f.off <= off || f.off > lim) return false;
+    if (sl__xxh3(g->base + off, (size_t)(f.off - off)) != sum) return false;
+    s->ok_end = f.off;
     return true;
 }
 
 static int scan_run(sl_seg *g, const sl_segctx *c, scan *s)
 {
-    if (!s->snapped && snapshot_index(g, s) != 0) return SL_ENOMEM;
     for (;;) {
         uint64_t off = s->off;
         uint64_t idx_low = idx_low_for(g->file_bytes, s->nidx);
@@ -855,18 +896,32 @@ static int recover_writer(sl_seg *g, const sl_segctx *c, bool last)
     }
     /* index slots past the rebuilt ones may hold stale entries: clear the
     ** next one so a later snapshot stops there */
-    if (g->idx_low >= g->tail + SL_IDX_ENTRY)
-        memset(g->base + g->idx_low - SL_IDX_ENTRY, 0, SL_IDX_ENTRY);
-    __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_ACTIVE, __ATOMIC_RELAXED);
+    if (g->idx_low >= g->tail + SL_IDX_ENTRY) {
+        uint8_t *e = g->base + g->idx_low - SL_IDX_ENTRY;
+        if (sl__ld64(e) || sl__ld64(e + 8) || sl__ld64(e + 16) || sl__ld64(e + 24))
+            memset(e, 0, SL_IDX_ENTRY);
+    }
     /* a hint past the recovered tail is garbage: drop it */
     if (sl__ld64(g->base + SL_H_SYNCED_TAIL) > g->tail) {
         sl_segmark none = {SL_SEG_HDR, 0, 0, 0};
         store_sync_hints(g, &none);
     }
-    __atomic_fetch_add(sl__hdr32(g, SL_H_WRITER_EPOCH), 1, __ATOMIC_RELEASE);
+    /* Write the header only if recovery changed something: after a clean
+    ** close or a crash between commits it did not, and the header page
+    ** may be under writeback (a store would wait for it).  The new
+    ** writer's stamp goes out with its first commit. */
     g->soft_gen = sl__ld32(g->base + SL_H_SOFT_GEN) & ~1u;
-    sl__st64(g->base + SL_H_BOOT, sl__boot_id());
-    sl__seg_publish(g);
+    g->stamp_pending = true;
+    bool same = sl__ld32(g->base + SL_H_STATE) == SL_STATE_ACTIVE &&
+                sl__ld64(g->base + SL_H_COMMIT_TAIL) == g->tail &&
+                sl__ld32(g->base + SL_H_INDEX_COUNT) == g->nidx &&
+                sl__ld64(g->base + SL_H_SOFT_COUNT) == g->count &&
+                sl__ld64(g->base + SL_H_SOFT_BYTES) == g->payload &&
+                sl__ld32(g->base + SL_H_SOFT_GEN) % 2 == 0;
+    if (!same) {
+        __atomic_store_n(sl__hdr32(g, SL_H_STATE), SL_STATE_ACTIVE, __ATOMIC_RELAXED);
+        sl__seg_publish(g);
+    }
     if (!last || s.damaged) return sl__seg_seal(g, c);
     return 0;
 }

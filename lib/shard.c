@@ -235,13 +235,11 @@ static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
         if (!parse_seg_name(e->d_name, &ord, &corrupt, &tmp)) continue;
         if (max_seen && ord > *max_seen) *max_seen = ord;
         if (tmp) {
-            if (writer) {
-                char *p;
-                if (asprintf(&p, "%s/%s", sh->dir, e->d_name) >= 0) {
-                    sl__os.unlink(p);
-                    free(p);
-                }
-            }
+            /* a dead writer's half-made or spare segment: the preparer
+            ** removes it (freeing a preallocated file's blocks can take
+            ** milliseconds; it has no place on the open path).  Its ordinal
+            ** counts in max_seen, so no new segment ever takes its name. */
+            if (writer) sh->leftovers = true;
             continue;
         }
         if (corrupt || ord <= after) continue;
@@ -303,7 +301,7 @@ int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
     uint64_t max_seen = 0;
     int rc = load_from(sh, 0, writer, writer_alive, true, &max_seen);
     if (rc) return rc;
-    sh->next_ordinal = max_seen + 1;
+    sh->next_ordinal = sh->first_own_ordinal = max_seen + 1;
     /* the shard's last sequence number and time: from the newest segment
     ** that has records (loading older stubs only if the newest is empty) */
     for (size_t i = sh->nseg; i > 0; i--) {
@@ -635,10 +633,37 @@ out:;
 ** pages are dirtied long before use (they would be written back twice). */
 #define PREP_WINDOW (8u << 20)
 
+/* Remove the .tmp and .spare files a dead writer left (preparer thread). */
+static void remove_leftovers(sl_shard *sh)
+{
+    DIR *d = opendir(sh->dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t ord;
+        bool corrupt, tmp;
+        if (!parse_seg_name(e->d_name, &ord, &corrupt, &tmp) || !tmp) continue;
+        /* only the dead writer's: ours are numbered from next_ordinal on */
+        pthread_mutex_lock(&sh->lock);
+        bool theirs = ord < sh->first_own_ordinal;
+        pthread_mutex_unlock(&sh->lock);
+        char *p;
+        if (theirs && asprintf(&p, "%s/%s", sh->dir, e->d_name) >= 0) {
+            sl__os.unlink(p);
+            free(p);
+        }
+    }
+    closedir(d);
+}
+
 bool sl__shard_prepare(sl_shard *sh)
 {
     sl_stream *s = sh->s;
     bool ok = true;
+    if (SL_UNLIKELY(sh->leftovers)) {
+        sh->leftovers = false;
+        remove_leftovers(sh);
+    }
     pthread_mutex_lock(&sh->seglock);
     sl_seg *g = sh->active;
     if (g) g->users++;

@@ -583,7 +583,7 @@ static int lock_take(const char *dir, const char *name, int *fd_out)
         char pid[32] = "";
         ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
+        pid[strcspn(pid, " \n")] = '\0';
         sl__os.close(fd);
         free(path);
         if (e == EAGAIN || e == EACCES)
@@ -591,9 +591,12 @@ static int lock_take(const char *dir, const char *name, int *fd_out)
                            name, *pid ? " (pid " : "", pid, *pid ? ")" : "");
         return sl__errno(SL_EIO, e, "locking stream '%s'", name);
     }
-    char pid[32];
-    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) == 0) (void)!pwrite(fd, pid, (size_t)n, 0);
+    /* the holder's pid, for messages: fixed width, overwritten in place
+    ** (truncating would free the file's block -- a discard on some mounts --
+    ** and make ext4 flush the file when it is closed) */
+    char pid[24];
+    snprintf(pid, sizeof pid, "%-22ld\n", (long)getpid());
+    (void)!pwrite(fd, pid, 23, 0);
     free(path);
     *fd_out = fd;
     return 0;
