@@ -402,7 +402,7 @@ struct sl_shard {
 
     /* group commit */
     pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
+    struct sl_waiter *waiters;        /* queued for durability (sync_mu) */
     bool syncing;
     uint64_t durable_seq;
 };

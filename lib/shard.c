@@ -8,8 +8,8 @@
 **             length of an append (memcpy of the batch for this shard).
 **   seglock   the segment list and each segment's mapping and `users`
 **             count.  Held briefly when a reader moves between segments.
-**   sync_mu   group commit: `syncing` (one sync at a time) and
-**             `durable_seq`; waiters sleep on sync_cv.
+**   sync_mu   group commit: `syncing` (one leader at a time),
+**             `durable_seq` and the queue of waiters.
 ** Readers never take `lock`: they follow commit_tail in the mapping.
 **
 ** Invariants: segments in `segs` are in ordinal order, all sealed except
@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 #define SEQ_SHARD_BLOCK 1024u
+
+static void wake_covered(sl_shard *sh);
 
 void sl__segctx_init(sl_segctx *c, sl_shard *sh)
 {
@@ -67,7 +69,6 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->seglock, NULL);
     pthread_mutex_init(&sh->sync_mu, NULL);
-    pthread_cond_init(&sh->sync_cv, NULL);
     if (s->wake_map)
         sh->wake = (uint32_t *)(void *)(s->wake_map + (size_t)(index % SL_WAKE_SLOTS) *
                                                   SL_WAKE_SLOT_BYTES);
@@ -84,7 +85,6 @@ void sl__shard_destroy(sl_shard *sh)
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->seglock);
     pthread_mutex_destroy(&sh->sync_mu);
-    pthread_cond_destroy(&sh->sync_cv);
     sh->dir = NULL;
 }
 
@@ -531,7 +531,7 @@ static int roll(sl_shard *sh, uint64_t span)
         if (c.sync_now) {
             pthread_mutex_lock(&sh->sync_mu);
             if (sh->durable_seq < old->last_seq) sh->durable_seq = old->last_seq;
-            pthread_cond_broadcast(&sh->sync_cv);
+            wake_covered(sh);
             pthread_mutex_unlock(&sh->sync_mu);
         }
         pthread_mutex_lock(&sh->seglock);
@@ -769,30 +769,90 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     return rc;
 }
 
+/* ---- group commit ---------------------------------------------------------
+** One thread at a time leads: it syncs, moves durable_seq, and wakes just
+** the waiters that are now durable (each waits on its own condition: a
+** broadcast to every waiter on every round cost more than the sync).
+** While others wait, the leader runs up to two more rounds itself before
+** handing the lead to a waiter (the newest, who has the most to make
+** durable): the next round starts at once instead of after a wake-up. */
+typedef struct sl_waiter {
+    struct sl_waiter *next;
+    uint64_t seq;
+    pthread_cond_t cv;
+    bool done, lead;
+} sl_waiter;
+
+/* Caller holds sync_mu: wake every waiter durable_seq now covers. */
+static void wake_covered(sl_shard *sh)
+{
+    for (sl_waiter **pp = &sh->waiters; *pp;) {
+        sl_waiter *w = *pp;
+        if (w->seq <= sh->durable_seq) {
+            *pp = w->next;
+            w->done = true;
+            pthread_cond_signal(&w->cv);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static int failed_err(sl_shard *sh)
+{
+    return sl__err(SL_EIO, "%s: an earlier sync failed; the stream takes no more writes",
+                   sh->id);
+}
+
 int sl__shard_wait_durable(sl_shard *sh, uint64_t seq)
 {
     int rc = 0;
     pthread_mutex_lock(&sh->sync_mu);
-    while (sh->durable_seq < seq) {
+    if (sh->durable_seq >= seq) goto out;
+    if (sh->syncing) {
+        sl_waiter w = {sh->waiters, seq, PTHREAD_COND_INITIALIZER, false, false};
+        sh->waiters = &w;
+        while (!w.done && !w.lead) pthread_cond_wait(&w.cv, &sh->sync_mu);
+        pthread_cond_destroy(&w.cv);
+        if (w.done) {
+            if (sh->durable_seq < seq) rc = failed_err(sh);
+            goto out;
+        }
+        /* promoted: lead from here (syncing stayed true) */
+    } else {
+        sh->syncing = true;
+    }
+    for (int extra = 0;; extra++) {
         if (atomic_load(&sh->s->failed)) {
-            rc = sl__err(SL_EIO, "%s: an earlier sync failed; the stream "
-                                 "takes no more writes", sh->id);
+            rc = failed_err(sh);
             break;
         }
-        if (sh->syncing) {
-            pthread_cond_wait(&sh->sync_cv, &sh->sync_mu);
-            continue;
-        }
-        sh->syncing = true;             /* lead this round */
         pthread_mutex_unlock(&sh->sync_mu);
         uint64_t upto = 0;
         rc = sync_round(sh, &upto);
         pthread_mutex_lock(&sh->sync_mu);
-        sh->syncing = false;
-        if (rc == 0 && upto > sh->durable_seq) sh->durable_seq = upto;
-        pthread_cond_broadcast(&sh->sync_cv);
         if (rc) break;
+        if (upto > sh->durable_seq) sh->durable_seq = upto;
+        wake_covered(sh);
+        if (sh->durable_seq >= seq && (!sh->waiters || extra >= 2)) break;
     }
+    if (rc) {                           /* the stream is failed: release all */
+        while (sh->waiters) {
+            sl_waiter *w = sh->waiters;
+            sh->waiters = w->next;
+            w->done = true;
+            pthread_cond_signal(&w->cv);
+        }
+    }
+    if (sh->waiters) {                  /* hand the lead on; syncing stays */
+        sl_waiter *w = sh->waiters;
+        sh->waiters = w->next;
+        w->lead = true;
+        pthread_cond_signal(&w->cv);
+    } else {
+        sh->syncing = false;
+    }
+out:
     pthread_mutex_unlock(&sh->sync_mu);
     return rc;
 }
