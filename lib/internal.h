@@ -196,7 +196,8 @@ typedef struct sl_shard sl_shard;
 ** exists while `users` > 0 (iterators, the writer, a sync in progress) and,
 ** for the writer's active segment, always.  Fields marked (W) belong to the
 ** writer and are guarded by the shard's append lock; (L) by shard->seglock;
-** (I) are immutable after the segment joins the list. */
+** (S) belong to the shard's sync round (one at a time: the group-commit
+** leader); (I) are immutable after the segment joins the list. */
 typedef struct sl_seg {
     uint64_t ordinal;                 /* (I) */
     uint64_t file_bytes;              /* (I) from the header */
@@ -228,6 +229,8 @@ typedef struct sl_seg {
     uint32_t nidx;
     uint64_t next_idx_off;            /* next record at/after this gets one */
     uint32_t soft_gen;                /* writer's copy of the header's */
+    uint64_t hdr_synced;              /* (S) synced-tail hint when the
+                                         header page was last synced */
     bool stamp_pending;               /* first commit stamps boot and epoch */
     /* the preparer thread populates pages ahead of the writer */
     _Atomic uint64_t pf_end;          /* populated up to here */
@@ -315,9 +318,11 @@ typedef struct sl_segmark {
     uint64_t count, payload;
 } sl_segmark;
 SL_HIDDEN void sl__seg_mark(const sl_seg *g, sl_segmark *m);
-/* with_index: also the index and trailer pages.  ALWAYS mode leaves them to
-** the seal: they only speed recovery up, and syncing them with every group
-** commit costs a second device flush. */
+/* with_index: everything from the header to m->tail, the index and the
+** trailer.  Without (ALWAYS mode's group commit): the records written since
+** the last sync, and the header page once per 16 MiB.  The index, trailer
+** and header only speed recovery up; syncing them with every round cost a
+** second write or flush per round. */
 SL_HIDDEN int sl__seg_sync(sl_seg *g, const sl_segmark *m, bool with_index);
 /* A sealed segment's data, index and trailer. */
 SL_HIDDEN int sl__seg_sync_sealed(sl_seg *g);
