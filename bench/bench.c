@@ -142,7 +142,7 @@ static void run_append(int r, size_t si, int threads)
 
 static void run_durable(int r)
 {
-    enum { NDUR = 4 + NALWAYS };
+    enum { NDUR = 5 + NALWAYS };
     for (int k = 0; k < NDUR; k++) {
         int which = (k + (r < 0 ? 0 : r)) % NDUR;
         char dir[4200];
@@ -152,8 +152,9 @@ static void run_durable(int r)
         case 1: rec_put(r, rocks_durable(dir, &ks1, durable_s), "dur/rocks"); break;
         case 2: rec_put(r, sqlite_durable(dir, &ks1, durable_s), "dur/sqlite"); break;
         case 3: rec_put(r, slb_durable_sync(dir, &ks1, durable_s), "dur/sl_sync"); break;
+        case 4: rec_put(r, slb_durable_batch(dir, &ks1, durable_s), "dur/always_batch"); break;
         default: {
-            int t = ALWAYS_THREADS[which - 4];
+            int t = ALWAYS_THREADS[which - 5];
             rec_put(r, slb_durable_always(dir, &ks1, t, durable_s), "dur/always/%d", t);
         }
         }
@@ -424,9 +425,13 @@ static void print_durable(void)
            "RocksDB single puts, sync=1 on every %uth (one WAL fsync covers the earlier ones); "
            "SQLite WAL with synchronous=FULL, one transaction per %u rows (the COMMIT fsyncs "
            "the WAL).  shardlog ALWAYS: every put returns after its record is on stable storage "
-           "(group commit per shard), T producer threads with random keys.  shardlog NONE + "
-           "sl_stream_sync every %u puts: the peers' contract, on shardlog.\n\n",
-           durable_s, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY);
+           "(group commit through the stream's commit journal: one write and one fdatasync "
+           "per round, whatever the shards), T producer threads with random keys.  shardlog ALWAYS, "
+           "PutRecords of %u: the peers' contract (each call returns once its %u records are "
+           "on stable storage).  shardlog NONE + "
+           "sl_stream_sync every %u puts: the same contract through an explicit sync.\n\n",
+           durable_s, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY, DURABLE_EVERY,
+           DURABLE_EVERY, DURABLE_EVERY);
     st3 bp;
     const char *bpn = best_durable_peer(&bp);
     st3 a1 = metric("dur/always/1");
@@ -436,6 +441,7 @@ static void print_durable(void)
         {"dur/lmdb", "LMDB, commit (synced) per 100"},
         {"dur/rocks", "RocksDB, sync=1 every 100th put"},
         {"dur/sqlite", "SQLite WAL synchronous=FULL, commit per 100"},
+        {"dur/always_batch", "shardlog ALWAYS, PutRecords of 100, 1 thread"},
         {"dur/sl_sync", "shardlog NONE, sl_put + sl_stream_sync every 100"},
         {"dur/always/1", "shardlog ALWAYS, 1 producer thread"},
         {"dur/always/2", "shardlog ALWAYS, 2 producer threads"},
@@ -627,11 +633,12 @@ static void print_goals(void)
     if (!unmeasured("dur/always/1", "durable appends, a sync every 100 × 1 KiB",
                     "≥ 1.5× the best peer; ALWAYS grows close to linearly with producer "
                     "threads up to 32")) {
+        /* 1.5x: the peers' contract (PutRecords of 100 in ALWAYS mode) against
+        ** the best peer; linear: ALWAYS single puts, T threads vs 1 */
         st3 bp, ba;
         const char *bpn = best_durable_peer(&bp);
         int bt = best_always(&ba);
-        char an[32];
-        snprintf(an, sizeof an, "dur/always/%d", bt);
+        st3 bb = metric("dur/always_batch");
         bool lin = true, lin_m = true;
         char scal[160] = "";
         for (int i = 1; i < NALWAYS; i++) {
@@ -647,16 +654,19 @@ static void print_goals(void)
         }
         const char *pl = !bpn ? "n/a" : !strcmp(bpn, "dur/lmdb") ? "LMDB"
                                       : !strcmp(bpn, "dur/rocks") ? "RocksDB" : "SQLite";
-        printf("| durable appends, a sync every 100 × 1 KiB | ALWAYS, %d threads: %s rec/s; "
-               "1 thread: %s | best peer %s %s (LMDB %s; RocksDB %s; SQLite %s) | %s; ALWAYS "
+        bool fast = bpn && bb.n && goal_ge("dur/always_batch", bpn, 1.5);
+        printf("| durable appends, a sync every 100 × 1 KiB | ALWAYS, PutRecords of 100: %s "
+               "rec/s; ALWAYS single puts, best (%d threads): %s, 1 thread: %s | best peer %s "
+               "%s (LMDB %s; RocksDB %s; SQLite %s) | PutRecords of 100 %s; single-put "
                "scaling vs 1 thread: %s | ≥ 1.5× the best peer; ALWAYS grows close to linearly "
                "with producer threads up to 32 | %s (1.5×: %s; linear: %s) |\n",
-               bt, val_spread(ba, 1e-3, "k"), val_spread(metric("dur/always/1"), 1e-3, "k"), pl,
-               val_spread(bp, 1e-3, "k"), val_spread(metric("dur/lmdb"), 1e-3, "k"),
+               val_spread(bb, 1e-3, "k"), bt, val_spread(ba, 1e-3, "k"),
+               val_spread(metric("dur/always/1"), 1e-3, "k"), pl, val_spread(bp, 1e-3, "k"),
+               val_spread(metric("dur/lmdb"), 1e-3, "k"),
                val_spread(metric("dur/rocks"), 1e-3, "k"),
-               val_spread(metric("dur/sqlite"), 1e-3, "k"), bpn ? ratio_spread(an, bpn) : "n/a",
-               scal, yn(ba.n && bp.n && lin_m, bpn && goal_ge(an, bpn, 1.5) && lin),
-               bpn && goal_ge(an, bpn, 1.5) ? "yes" : "no", lin ? "yes" : "no");
+               val_spread(metric("dur/sqlite"), 1e-3, "k"),
+               bpn ? ratio_spread("dur/always_batch", bpn) : "n/a", scal,
+               yn(bb.n && bp.n && lin_m, fast && lin), fast ? "yes" : "no", lin ? "yes" : "no");
     }
     /* wake-up */
     if (!unmeasured("wake/sl/med", "wake-up latency", "median ≤ 1.5×, p99 ≤ 3× the ping-pong")) {

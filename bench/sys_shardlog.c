@@ -203,6 +203,34 @@ double slb_durable_always(const char *dir, const keyset *ks, int threads, double
     return (double)total / el;
 }
 
+/* The peers' contract in ALWAYS mode: one thread, PutRecords of
+** DURABLE_EVERY records, each batch returning once all of it is on stable
+** storage (its shards synced together). */
+double slb_durable_batch(const char *dir, const keyset *ks, double seconds)
+{
+    sl_stream *s = create(dir, SL_DURABILITY_ALWAYS);
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open");
+    sl_put_entry e[DURABLE_EVERY];
+    sl_put_result res[DURABLE_EVERY];
+    uint64_t n = 0;
+    size_t i = 0;
+    double t0 = now_s(), end = t0 + seconds, t;
+    do {
+        for (unsigned j = 0; j < DURABLE_EVERY; j++, i = (i + 1) % ks->cap)
+            e[j] = (sl_put_entry){ks->keys[0][i], rec_data(i), DURABLE_SIZE, NULL};
+        size_t failed;
+        SLCHECK(sl_producer_put_batch(p, e, DURABLE_EVERY, res, &failed), p,
+                "sl_producer_put_batch (ALWAYS)");
+        if (failed) die("shardlog: ALWAYS batch: %zu entries failed: %s", failed,
+                        res[0].error_message ? res[0].error_message : "");
+        n += DURABLE_EVERY;
+    } while ((t = now_s()) < end);
+    sl_producer_close(p);
+    close_stream(s);
+    return (double)n / (t - t0);
+}
+
 double slb_durable_sync(const char *dir, const keyset *ks, double seconds)
 {
     sl_stream *s = create(dir, SL_DURABILITY_NONE);

@@ -28,6 +28,8 @@ double slb_durable_always(const char *dir, const keyset *ks, int threads, double
 /* NONE mode with sl_stream_sync after every DURABLE_EVERY sl_put, as the
 ** peers' durable runs; records/s. */
 double slb_durable_sync(const char *dir, const keyset *ks, double seconds);
+/* ALWAYS mode, one thread, PutRecords of DURABLE_EVERY; records/s. */
+double slb_durable_batch(const char *dir, const keyset *ks, double seconds);
 /* Commit -> sl_iter_wait wake-up latency, one-way, in microseconds. */
 void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us);
 void condvar_pingpong(int samples, uint64_t gap_ns, double *med_us, double *p99_us);

@@ -22,8 +22,13 @@
 **                           window plus the time one sync takes.  No sync
 **                           runs on the append path.  The default.
 **   SL_DURABILITY_ALWAYS    a put returns after its record is on stable
-**                           storage.  Concurrent puts share one fdatasync per
-**                           shard (group commit).
+**                           storage: in the stream's commit journal (the
+**                           JOURNAL file, 1..64 MiB), which concurrent puts
+**                           and batches share, whatever their shards: one
+**                           write and one fdatasync per round (group
+**                           commit).  A PutRecords batch is one commit.
+**                           After a power cut the next writer open replays
+**                           the journal into the segments.
 **
 ** DELIBERATE DIFFERENCES FROM KINESIS
 **   - Sequence numbers are a stream-wide 64-bit counter (formatted as decimal

@@ -7,7 +7,7 @@
 **
 ** Lock order (outermost first), documented where each lock lives:
 **   stream->mu  >  shard->lock (append)  >  stream->seq_mu  >
-**   shard->seglock  >  shard->sync_mu
+**   shard->seglock  >  shard->gc.mu;  journal->gc.mu is taken alone
 ** No lock is held across a user callback, except the report callback
 ** (sl_report_fn), which is documented as not calling into the stream.
 */
@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #define SL_HIDDEN __attribute__((visibility("hidden")))
 #define SL_UNUSED __attribute__((unused))
@@ -39,6 +40,7 @@ typedef struct sl_os {
     int (*close)(int fd);
     ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
     ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int n, off_t off);
     int (*fallocate)(int fd, int mode, off_t off, off_t len);
     int (*ftruncate)(int fd, off_t len);
     int (*fsync)(int fd);
@@ -191,6 +193,41 @@ typedef struct sl_idx {
 } sl_idx;
 
 typedef struct sl_shard sl_shard;
+
+/* ---- Durable commits (commit.c) -----------------------------------------
+** Group commit: threads wait for a target (a shard's sequence number, or a
+** journal ticket); one leads, running rounds that make everything committed
+** durable, and each round wakes the waiters it covered. */
+typedef struct sl_gc {
+    pthread_mutex_t mu;
+    bool leading;                     /* a leader is running rounds */
+    uint64_t done;                    /* every target up to here is durable */
+    struct sl_waiter *waiters;
+} sl_gc;
+/* A round: make all that is committed durable; *upto: the targets covered. */
+typedef int (*sl_gc_round)(void *ctx, uint64_t *upto);
+SL_HIDDEN void sl__gc_init(sl_gc *g);
+SL_HIDDEN void sl__gc_destroy(sl_gc *g);
+/* Return once `done` >= target, leading rounds when no one else is.  A
+** failed round (or a stream already failed) fails every waiter, with a
+** message naming `what`. */
+SL_HIDDEN int sl__gc_wait(sl_gc *g, uint64_t target, sl_gc_round round, void *ctx,
+                          sl_stream *s, const char *what);
+/* Targets up to upto became durable another way (a sealed, synced segment). */
+SL_HIDDEN void sl__gc_advance(sl_gc *g, uint64_t upto);
+/* The ALWAYS-mode commit journal (format and protocol in commit.c). */
+#define SL_JOURNAL_FILE "JOURNAL"
+typedef struct sl_journal sl_journal;
+/* Writer open, before the shards load: replay a journal left by a crash;
+** then keep its file (ALWAYS mode will use it) or remove it. */
+SL_HIDDEN int sl__journal_recover(sl_stream *s, bool keep_file);
+/* Writer open in ALWAYS mode, after the shards load (syncs them once). */
+SL_HIDDEN int sl__journal_open(sl_stream *s);
+/* After appending: return once everything this thread committed is durable. */
+SL_HIDDEN int sl__journal_commit(sl_stream *s);
+/* Free the journal; `clear` (a clean close, after every shard was synced):
+** clear it first, so that the next open has nothing to replay. */
+SL_HIDDEN int sl__journal_close(sl_stream *s, bool clear);
 
 /* One segment file.  Owned by its shard's list (shard->segs); the mapping
 ** exists while `users` > 0 (iterators, the writer, a sync in progress) and,
@@ -405,11 +442,8 @@ struct sl_shard {
     /* wake-up slot in the stream's WAKE file: {u32 notify, u32 waiters} */
     uint32_t *wake;
 
-    /* group commit */
-    pthread_mutex_t sync_mu;
-    struct sl_waiter *waiters;        /* queued for durability (sync_mu) */
-    bool syncing;
-    uint64_t durable_seq;
+    /* group commit of this shard's segments: targets are sequence numbers */
+    sl_gc gc;
 };
 
 /* One record to append (validated, routed). */
@@ -431,7 +465,7 @@ SL_HIDDEN int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive);
 ** committed, *done = k, and the error is returned. */
 SL_HIDDEN int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
                                int64_t now_ms, uint64_t *seqs, size_t *done);
-/* ALWAYS mode: return once every record up to seq is durable. */
+/* Return once every record up to seq is durable in the shard's segments. */
 SL_HIDDEN int sl__shard_wait_durable(sl_shard *sh, uint64_t seq);
 /* Make everything committed so far durable (interval thread, stream sync). */
 SL_HIDDEN int sl__shard_sync(sl_shard *sh);
@@ -444,6 +478,9 @@ SL_HIDDEN bool sl__shard_prepare(sl_shard *sh);
 /* Pin the segment with the smallest ordinal > after (NULL if none yet). */
 SL_HIDDEN int sl__shard_get_seg(sl_shard *sh, uint64_t after, sl_seg **out);
 SL_HIDDEN void sl__shard_put_seg(sl_shard *sh, sl_seg *g);
+/* The active segment, pinned (release with sl__shard_put_seg), and its
+** committed tail; NULL if the shard has none. */
+SL_HIDDEN sl_seg *sl__shard_pin_active(sl_shard *sh, uint64_t *tail);
 /* Pin the oldest / newest / n-th segment; NULL if the shard has none. */
 SL_HIDDEN int sl__shard_first_seg(sl_shard *sh, sl_seg **out);
 SL_HIDDEN int sl__shard_last_seg(sl_shard *sh, sl_seg **out);
@@ -553,13 +590,10 @@ struct sl_stream {
     bool syncer_stop;
     bool syncer_inited;
 
-    /* ALWAYS mode: helpers that sync several shards at once for a batch */
-    pthread_mutex_t pool_mu;
-    pthread_cond_t pool_cv;
-    struct sl_syncjob *pool_jobs;     /* queue, linked through ->next */
-    pthread_t pool_th[3];
-    int pool_n;
-    bool pool_stop;
+    /* ALWAYS mode's commit journal (writers; NULL if it could not be made:
+    ** then each shard's segments are synced instead) */
+    sl_journal *jr;
+    uint64_t jr_replayed;             /* bytes the last recovery restored */
 
     /* the preparer: populates pages and prepares segments off the append
     ** path (writers only) */
@@ -578,11 +612,6 @@ SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
 SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
 SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
-/* ALWAYS mode: wait until each shards[i] is durable up to seqs[i], the
-** shards synced concurrently; rcs[i] and msgs[i] (256 bytes) per shard. */
-SL_HIDDEN void sl__stream_wait_durable_many(sl_stream *s, sl_shard **shards,
-                                            const uint64_t *seqs, int *rcs,
-                                            char (*msgs)[256], size_t n);
 /* Wake the preparer (the writer crossed a segment's kick point). */
 SL_HIDDEN void sl__stream_kick(sl_stream *s);
 SL_HIDDEN void sl__stream_fail(sl_stream *s, int errnum, const char *what);

@@ -32,6 +32,7 @@ static int os_open(const char *path, int flags, mode_t mode)
     .close = close,                                                            \
     .pread = pread,                                                            \
     .pwrite = pwrite,                                                          \
+    .pwritev = pwritev,                                                        \
     .fallocate = fallocate,                                                    \
     .ftruncate = ftruncate,                                                    \
     .fsync = fsync,                                                            \

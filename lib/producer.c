@@ -148,7 +148,8 @@ int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
     uint64_t seq = 0;
     size_t done = 0;
     if (rc == 0) rc = sl__shard_append(sh, &pd, 1, sl__now(s), &seq, &done);
-    if (rc == 0 && s->durability == SL_DURABILITY_ALWAYS) rc = sl__shard_wait_durable(sh, seq);
+    if (rc == 0 && s->durability == SL_DURABILITY_ALWAYS)
+        rc = s->jr ? sl__journal_commit(s) : sl__shard_wait_durable(sh, seq);
     if (res) {
         if (rc == 0) result_ok(res, sh, seq);
         else {
@@ -277,7 +278,6 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
 
     /* one append per shard group, one clock read per batch */
     int64_t now = ngroups ? sl__now(s) : 0;
-    sl_shard *gshard[SL_BATCH_RECORDS_MAX];
     uint64_t glast[SL_BATCH_RECORDS_MAX];
     int grc[SL_BATCH_RECORDS_MAX];
     size_t gdone[SL_BATCH_RECORDS_MAX], nsync = 0;
@@ -290,16 +290,27 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
         if (grc[g]) snprintf(p->gmsg[g], sizeof p->gmsg[g], "%s", sl__errtext());
         if (gdone[g]) glast[g] = p->gseq[gdone[g] - 1];
     }
-    /* ALWAYS: committed is not enough; sync every touched shard at once */
+    /* ALWAYS: committed is not enough.  With the journal, one commit covers
+    ** every shard the batch touched; without it, each shard is synced. */
     int drc[SL_BATCH_RECORDS_MAX];
     if (s->durability == SL_DURABILITY_ALWAYS) {
+        int jrc = 0;
+        bool any = false;
+        for (size_t g = 0; g < ngroups; g++) any |= gdone[g] != 0;
+        if (any && s->jr) {
+            jrc = sl__journal_commit(s);
+            if (jrc) snprintf(p->dmsg[0], sizeof p->dmsg[0], "%s", sl__errtext());
+        }
         for (size_t g = 0; g < ngroups; g++) {
             if (!gdone[g]) continue;
-            gshard[nsync] = p->shard_of[head[g]];
-            glast[nsync] = glast[g];
+            if (s->jr) {
+                drc[nsync] = jrc;
+                if (jrc && nsync) memcpy(p->dmsg[nsync], p->dmsg[0], sizeof p->dmsg[0]);
+            } else if ((drc[nsync] = sl__shard_wait_durable(p->shard_of[head[g]], glast[g])) != 0) {
+                snprintf(p->dmsg[nsync], sizeof p->dmsg[nsync], "%s", sl__errtext());
+            }
             nsync++;
         }
-        sl__stream_wait_durable_many(s, gshard, glast, drc, p->dmsg, nsync);
     }
     for (size_t g = 0, d = 0; g < ngroups; g++) {
         int dr = 0;

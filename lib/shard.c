@@ -2,14 +2,14 @@
 ** shard.c -- one shard: its segment list, append and roll-over, group
 ** commit, wake-ups, and the reader's way through its segments.
 **
-** Locks (order: lock > seglock > sync_mu; see internal.h for the rest):
+** Locks (order: lock > seglock > gc.mu; see internal.h for the rest):
 **   lock      the writer's state: active segment, its tail and index, the
 **             shard's last sequence number and arrival time.  Held for the
 **             length of an append (memcpy of the batch for this shard).
 **   seglock   the segment list and each segment's mapping and `users`
 **             count.  Held briefly when a reader moves between segments.
-**   sync_mu   group commit: `syncing` (one leader at a time),
-**             `durable_seq` and the queue of waiters.
+**   gc.mu     group commit (commit.c): one leader at a time, how far
+**             the segments are durable, the queue of waiters.
 ** Readers never take `lock`: they follow commit_tail in the mapping.
 **
 ** Invariants: segments in `segs` are in ordinal order, all sealed except
@@ -30,8 +30,6 @@
 #include <unistd.h>
 
 #define SEQ_SHARD_BLOCK 1024u
-
-static void wake_covered(sl_shard *sh);
 
 void sl__segctx_init(sl_segctx *c, sl_shard *sh)
 {
@@ -68,7 +66,7 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
     }
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->seglock, NULL);
-    pthread_mutex_init(&sh->sync_mu, NULL);
+    sl__gc_init(&sh->gc);
     if (s->wake_map)
         sh->wake = (uint32_t *)(void *)(s->wake_map + (size_t)(index % SL_WAKE_SLOTS) *
                                                   SL_WAKE_SLOT_BYTES);
@@ -84,7 +82,7 @@ void sl__shard_destroy(sl_shard *sh)
     free(sh->dir);
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->seglock);
-    pthread_mutex_destroy(&sh->sync_mu);
+    sl__gc_destroy(&sh->gc);
     sh->dir = NULL;
 }
 
@@ -358,6 +356,20 @@ void sl__shard_put_seg(sl_shard *sh, sl_seg *g)
     pthread_mutex_unlock(&sh->seglock);
 }
 
+sl_seg *sl__shard_pin_active(sl_shard *sh, uint64_t *tail)
+{
+    pthread_mutex_lock(&sh->lock);
+    pthread_mutex_lock(&sh->seglock);
+    sl_seg *g = sh->active;
+    if (g) {
+        g->users++;                     /* the active segment is mapped */
+        *tail = g->tail;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    pthread_mutex_unlock(&sh->lock);
+    return g;
+}
+
 /* Load and pin segs[i] (or whatever takes its place if it proves unusable).
 ** Caller holds seglock.  *out NULL if the list ends before i. */
 static int load_pin_locked(sl_shard *sh, size_t i, sl_seg **out)
@@ -528,12 +540,7 @@ static int roll(sl_shard *sh, uint64_t span)
             sl__stream_fail(s, EIO, sl__errtext());
             return rc;
         }
-        if (c.sync_now) {
-            pthread_mutex_lock(&sh->sync_mu);
-            if (sh->durable_seq < old->last_seq) sh->durable_seq = old->last_seq;
-            wake_covered(sh);
-            pthread_mutex_unlock(&sh->sync_mu);
-        }
+        if (c.sync_now) sl__gc_advance(&sh->gc, old->last_seq);
         pthread_mutex_lock(&sh->seglock);
         old->durable = c.sync_now;          /* else the syncer's job */
         sh->active = NULL;
@@ -769,92 +776,11 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     return rc;
 }
 
-/* ---- group commit ---------------------------------------------------------
-** One thread at a time leads: it syncs, moves durable_seq, and wakes just
-** the waiters that are now durable (each waits on its own condition: a
-** broadcast to every waiter on every round cost more than the sync).
-** While others wait, the leader runs up to two more rounds itself before
-** handing the lead to a waiter (the newest, who has the most to make
-** durable): the next round starts at once instead of after a wake-up. */
-typedef struct sl_waiter {
-    struct sl_waiter *next;
-    uint64_t seq;
-    pthread_cond_t cv;
-    bool done, lead;
-} sl_waiter;
-
-/* Caller holds sync_mu: wake every waiter durable_seq now covers. */
-static void wake_covered(sl_shard *sh)
-{
-    for (sl_waiter **pp = &sh->waiters; *pp;) {
-        sl_waiter *w = *pp;
-        if (w->seq <= sh->durable_seq) {
-            *pp = w->next;
-            w->done = true;
-            pthread_cond_signal(&w->cv);
-        } else {
-            pp = &w->next;
-        }
-    }
-}
-
-static int failed_err(sl_shard *sh)
-{
-    return sl__err(SL_EIO, "%s: an earlier sync failed; the stream takes no more writes",
-                   sh->id);
-}
+static int shard_round(void *ctx, uint64_t *upto) { return sync_round(ctx, upto); }
 
 int sl__shard_wait_durable(sl_shard *sh, uint64_t seq)
 {
-    int rc = 0;
-    pthread_mutex_lock(&sh->sync_mu);
-    if (sh->durable_seq >= seq) goto out;
-    if (sh->syncing) {
-        sl_waiter w = {sh->waiters, seq, PTHREAD_COND_INITIALIZER, false, false};
-        sh->waiters = &w;
-        while (!w.done && !w.lead) pthread_cond_wait(&w.cv, &sh->sync_mu);
-        pthread_cond_destroy(&w.cv);
-        if (w.done) {
-            if (sh->durable_seq < seq) rc = failed_err(sh);
-            goto out;
-        }
-        /* promoted: lead from here (syncing stayed true) */
-    } else {
-        sh->syncing = true;
-    }
-    for (int extra = 0;; extra++) {
-        if (atomic_load(&sh->s->failed)) {
-            rc = failed_err(sh);
-            break;
-        }
-        pthread_mutex_unlock(&sh->sync_mu);
-        uint64_t upto = 0;
-        rc = sync_round(sh, &upto);
-        pthread_mutex_lock(&sh->sync_mu);
-        if (rc) break;
-        if (upto > sh->durable_seq) sh->durable_seq = upto;
-        wake_covered(sh);
-        if (sh->durable_seq >= seq && (!sh->waiters || extra >= 2)) break;
-    }
-    if (rc) {                           /* the stream is failed: release all */
-        while (sh->waiters) {
-            sl_waiter *w = sh->waiters;
-            sh->waiters = w->next;
-            w->done = true;
-            pthread_cond_signal(&w->cv);
-        }
-    }
-    if (sh->waiters) {                  /* hand the lead on; syncing stays */
-        sl_waiter *w = sh->waiters;
-        sh->waiters = w->next;
-        w->lead = true;
-        pthread_cond_signal(&w->cv);
-    } else {
-        sh->syncing = false;
-    }
-out:
-    pthread_mutex_unlock(&sh->sync_mu);
-    return rc;
+    return sl__gc_wait(&sh->gc, seq, shard_round, sh, sh->s, sh->id);
 }
 
 int sl__shard_sync(sl_shard *sh)

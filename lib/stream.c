@@ -358,120 +358,6 @@ static void syncer_stop(sl_stream *s)
     }
 }
 
-/* ---- syncing several shards at once ---------------------------------------
-** A PutRecords batch in ALWAYS mode that touched k shards needs k syncs;
-** one after the other they cost k sync latencies.  Run concurrently (the
-** caller takes one, up to three pool threads the rest) their I/O overlaps.
-** The pool starts on first use and stops with the stream. */
-
-typedef struct sl_syncwait {           /* one caller's jobs, on its stack */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int pending;
-} sl_syncwait;
-
-typedef struct sl_syncjob {
-    struct sl_syncjob *next;
-    sl_shard *sh;
-    uint64_t seq;
-    int *rc;
-    char *msg;
-    sl_syncwait *w;
-} sl_syncjob;
-
-static void syncjob_run(sl_syncjob *j)
-{
-    *j->rc = sl__shard_wait_durable(j->sh, j->seq);
-    if (*j->rc) snprintf(j->msg, 256, "%s", sl__errtext());
-}
-
-static void syncjob_done(sl_syncjob *j)
-{
-    pthread_mutex_lock(&j->w->mu);
-    if (--j->w->pending == 0) pthread_cond_signal(&j->w->cv);
-    pthread_mutex_unlock(&j->w->mu);
-}
-
-/* Take the next queued job (of caller w, or anyone's if w is NULL). */
-static sl_syncjob *pool_take(sl_stream *s, sl_syncwait *w)
-{
-    sl_syncjob **pp = &s->pool_jobs;
-    while (*pp && w && (*pp)->w != w) pp = &(*pp)->next;
-    sl_syncjob *j = *pp;
-    if (j) *pp = j->next;
-    return j;
-}
-
-static void *pool_main(void *arg)
-{
-    sl_stream *s = arg;
-    pthread_mutex_lock(&s->pool_mu);
-    for (;;) {
-        sl_syncjob *j;
-        while (!(j = pool_take(s, NULL)) && !s->pool_stop)
-            pthread_cond_wait(&s->pool_cv, &s->pool_mu);
-        if (!j) break;                              /* stopping */
-        pthread_mutex_unlock(&s->pool_mu);
-        syncjob_run(j);
-        syncjob_done(j);
-        pthread_mutex_lock(&s->pool_mu);
-    }
-    pthread_mutex_unlock(&s->pool_mu);
-    return NULL;
-}
-
-void sl__stream_wait_durable_many(sl_stream *s, sl_shard **shards, const uint64_t *seqs,
-                                  int *rcs, char (*msgs)[256], size_t n)
-{
-    sl_syncjob jobs[SL_BATCH_RECORDS_MAX];
-    sl_syncwait w;
-    if (n == 0) return;
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    w.pending = 0;
-    for (size_t i = 0; i < n; i++)
-        jobs[i] = (sl_syncjob){NULL, shards[i], seqs[i], &rcs[i], msgs[i], &w};
-    /* all but the first go to the pool; the caller runs the first, then
-    ** takes back whatever no pool thread has started */
-    pthread_mutex_lock(&s->pool_mu);
-    while (s->pool_n < 3 && (size_t)s->pool_n + 1 < n && !s->pool_stop) {
-        if (pthread_create(&s->pool_th[s->pool_n], NULL, pool_main, s) != 0) break;
-        s->pool_n++;
-    }
-    size_t queued = s->pool_n ? n - 1 : 0;
-    w.pending = (int)queued;
-    for (size_t i = n; i-- > n - queued;) {
-        jobs[i].next = s->pool_jobs;
-        s->pool_jobs = &jobs[i];
-        pthread_cond_signal(&s->pool_cv);
-    }
-    pthread_mutex_unlock(&s->pool_mu);
-    for (size_t i = 0; i < n - queued; i++) syncjob_run(&jobs[i]);
-    for (;;) {
-        pthread_mutex_lock(&s->pool_mu);
-        sl_syncjob *j = pool_take(s, &w);
-        pthread_mutex_unlock(&s->pool_mu);
-        if (!j) break;
-        syncjob_run(j);
-        syncjob_done(j);
-    }
-    pthread_mutex_lock(&w.mu);
-    while (w.pending) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-}
-
-static void pool_stop(sl_stream *s)
-{
-    pthread_mutex_lock(&s->pool_mu);
-    s->pool_stop = true;
-    pthread_cond_broadcast(&s->pool_cv);
-    pthread_mutex_unlock(&s->pool_mu);
-    for (int i = 0; i < s->pool_n; i++) pthread_join(s->pool_th[i], NULL);
-    s->pool_n = 0;
-}
-
 /* ---- the preparer ------------------------------------------------------- */
 
 void sl__stream_kick(sl_stream *s)
@@ -542,7 +428,7 @@ static void stream_free(sl_stream *s)
     if (!s) return;
     syncer_stop(s);
     prep_stop(s);
-    pool_stop(s);
+    sl__journal_close(s, false);
     for (size_t i = 0; i < s->nshards; i++) {
         if (s->shards[i]) {
             sl__shard_destroy(s->shards[i]);
@@ -559,8 +445,6 @@ static void stream_free(sl_stream *s)
     pthread_mutex_destroy(&s->seq_mu);
     pthread_mutex_destroy(&s->prep_mu);
     if (s->prep_cv_inited) pthread_cond_destroy(&s->prep_cv);
-    pthread_mutex_destroy(&s->pool_mu);
-    pthread_cond_destroy(&s->pool_cv);
     free(s->root);
     free(s->dir);
     free(s);
@@ -686,8 +570,6 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->seq_mu, NULL);
     pthread_mutex_init(&s->prep_mu, NULL);
-    pthread_mutex_init(&s->pool_mu, NULL);
-    pthread_cond_init(&s->pool_cv, NULL);
     s->readonly = opts && (opts->flags & SL_OPEN_READONLY);
     s->clock = (opts && opts->clock) ? *opts->clock : sl__real_clock;
     if (opts) {
@@ -722,6 +604,10 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     s->durability = (opts && opts->durability) ? opts->durability : s->man.durability;
     s->sync_interval_ms = (opts && opts->sync_interval_ms) ? opts->sync_interval_ms
                                                             : s->man.sync_interval_ms;
+    /* acknowledged records a power cut took from the segments come back
+    ** from the journal before the segments are recovered */
+    if (writer && (rc = sl__journal_recover(s, s->durability == SL_DURABILITY_ALWAYS)) != 0)
+        goto fail;
     if ((rc = wake_open(s, writer)) != 0) goto fail;
     if (writer && s->wake_map) {
         /* waiter counts left by processes that died waiting; live waiters
@@ -761,6 +647,13 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     }
     if ((rc = build_route(s)) != 0) goto fail;
     if (writer && (rc = seq_open(s, max_seen)) != 0) goto fail;
+    if (writer && s->durability == SL_DURABILITY_ALWAYS && (rc = sl__journal_open(s)) != 0) {
+        if (rc != SL_ENOSPC) goto fail;
+        /* no room for it: each shard's segments are synced instead */
+        sl__stream_report(s, SL_ENOSPC, "%s; ALWAYS mode syncs each shard instead",
+                          sl__errtext());
+        rc = 0;
+    }
     if (writer && s->durability == SL_DURABILITY_INTERVAL && (rc = syncer_start(s)) != 0)
         goto fail;
     if (writer && (rc = prep_start(s)) != 0) goto fail;
@@ -804,6 +697,10 @@ int sl_stream_close(sl_stream *s)
             int r = sl__shard_sync(s->shards[i]);
             if (r && !rc) rc = r;
         }
+    }
+    if (s->jr) {
+        int r = sl__journal_close(s, rc == 0 && !atomic_load(&s->failed));
+        if (r && !rc) rc = r;
     }
     if (rc) rc = sl__ret(NULL, rc);
     stream_free(s);

@@ -299,6 +299,13 @@ static int msync_eio(void *a, size_t l, int fl)
     return -1;
 }
 
+static int fdatasync_eio(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
 static void failed_sync_poisons(void **state)
 {
     tu_opts o = {.durability = SL_DURABILITY_ALWAYS};
@@ -306,7 +313,8 @@ static void failed_sync_poisons(void **state)
     sl_producer *p;
     assert_int_equal(sl_producer_open(&p, s), 0);
     tu_put(p, "k", 1);
-    sl__os.msync = msync_eio;
+    sl__os.msync = msync_eio;           /* the segments' sync */
+    sl__os.fdatasync = fdatasync_eio;   /* the journal's */
     assert_int_equal(sl_put(p, "k", "x", 1, NULL), SL_EIO);
     assert_non_null(strstr(sl_errmsg(p), "Input/output error"));
     sl__os_reset();

@@ -1,8 +1,12 @@
 /*
-** test_shard.c -- durability: the exact number of syncs each mode makes,
-** group commit (concurrent puts share one sync, shown deterministically by
-** holding the first sync until the others have committed), the INTERVAL
-** thread, explicit sl_stream_sync, and sealing.
+** test_shard.c -- durability of the segments themselves: the exact number
+** of syncs each mode makes, group commit (concurrent puts share one sync,
+** shown deterministically by holding the first sync until the others have
+** committed), the INTERVAL thread, explicit sl_stream_sync, and sealing.
+** ALWAYS mode normally commits through the journal (test_commit.c); here
+** its streams are opened where the journal cannot be made, so that they
+** sync their segments: the path a full disk takes, and the one the
+** journal's checkpoints use.
 */
 #include "testutil.h"
 
@@ -61,6 +65,16 @@ static void counting_on(void)
     atomic_store(&n_fsync, 0);
 }
 
+static sl_stream *create_no_journal(const char *root, const sl_stream_config *c)
+{
+    sl__os.open = tu_open_no_journal;
+    sl_stream *s;
+    assert_int_equal(sl_stream_create(&s, root, c, NULL), 0);
+    sl__os_reset();
+    assert_null(s->jr);
+    return s;
+}
+
 static sl_stream *make(const char *root, const char *name, sl_durability d, uint32_t interval_ms)
 {
     sl_stream_config c = SL_STREAM_CONFIG_INIT;
@@ -68,9 +82,7 @@ static sl_stream *make(const char *root, const char *name, sl_durability d, uint
     c.durability = d;
     c.segment_bytes = SL_SEGMENT_BYTES_MIN;
     c.sync_interval_ms = interval_ms;
-    sl_stream *s;
-    assert_int_equal(sl_stream_create(&s, root, &c, NULL), 0);
-    return s;
+    return create_no_journal(root, &c);
 }
 
 static void puts_n(sl_producer *p, int n, size_t size)
@@ -131,16 +143,15 @@ static int msync_eio(void *a, size_t l, int f)
     return -1;
 }
 
-/* A durable batch over four shards: one sync per shard (run concurrently),
-** and a failing sync fails exactly the entries it covers. */
+/* A durable batch over four shards: one sync per shard, and a failing
+** sync fails exactly the entries it covers. */
 static void always_batch_over_shards(void **state)
 {
     sl_stream_config c = SL_STREAM_CONFIG_INIT;
     c.name = NAME;
     c.durability = SL_DURABILITY_ALWAYS;
     c.shard_count = 4;
-    sl_stream *s;
-    assert_int_equal(sl_stream_create(&s, *state, &c, NULL), 0);
+    sl_stream *s = create_no_journal(*state, &c);
     sl_producer *p;
     assert_int_equal(sl_producer_open(&p, s), 0);
     enum { N = 200 };
@@ -295,23 +306,6 @@ static void interval_thread_fires(void **state)
 
 /* ---- group commit --------------------------------------------------------- */
 
-typedef struct putter {
-    sl_stream *s;
-    int rc;
-} putter;
-
-static void *put_one(void *arg)
-{
-    putter *pt = arg;
-    sl_producer *p;
-    pt->rc = sl_producer_open(&p, pt->s);
-    if (pt->rc == 0) {
-        pt->rc = sl_put(p, "k", "payload", 7, NULL);
-        sl_producer_close(p);
-    }
-    return NULL;
-}
-
 static void group_commit_shares_a_sync(void **state)
 {
     enum { T = 8 };
@@ -326,18 +320,18 @@ static void group_commit_shares_a_sync(void **state)
     gate_armed = true;
     gate_open = false;
     gate_entered = false;
-    putter pt[T];
+    tu_putter pt[T];
     pthread_t th[T];
     /* the first put leads a sync and is held inside it */
-    pt[0] = (putter){s, -99};
-    assert_int_equal(pthread_create(&th[0], NULL, put_one, &pt[0]), 0);
+    pt[0] = (tu_putter){s, -99};
+    assert_int_equal(pthread_create(&th[0], NULL, tu_put_one, &pt[0]), 0);
     pthread_mutex_lock(&gate_mu);
     while (!gate_entered) pthread_cond_wait(&gate_cv, &gate_mu);
     pthread_mutex_unlock(&gate_mu);
     /* the other seven commit meanwhile and queue for durability */
     for (int i = 1; i < T; i++) {
-        pt[i] = (putter){s, -99};
-        assert_int_equal(pthread_create(&th[i], NULL, put_one, &pt[i]), 0);
+        pt[i] = (tu_putter){s, -99};
+        assert_int_equal(pthread_create(&th[i], NULL, tu_put_one, &pt[i]), 0);
     }
     size_t seen = 0;
     sl_record r[T];
@@ -378,8 +372,7 @@ static void always_round_syncs_new_pages_only(void **state)
     c.name = NAME;
     c.durability = SL_DURABILITY_ALWAYS;
     c.segment_bytes = 32u << 20;
-    sl_stream *s;
-    assert_int_equal(sl_stream_create(&s, *state, &c, NULL), 0);
+    sl_stream *s = create_no_journal(*state, &c);
     sl_producer *p;
     assert_int_equal(sl_producer_open(&p, s), 0);
     puts_n(p, 1, 100);
@@ -463,7 +456,10 @@ static void always_survives_power_cut(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        sl__os.open = tu_open_no_journal;
         s = tu_open(*state, NAME, NULL);
+        sl__os_reset();
+        if (s->jr) _exit(5);
         sl_producer *p;
         if (sl_producer_open(&p, s)) _exit(1);
         pc_data(d, 0);

@@ -274,11 +274,18 @@ static void always_mode_threads(void **state)
 ** thread comes back (none hangs on a leader that gave up), each put after
 ** its thread saw the failure fails too, and every acknowledged record is
 ** there after a reopen. */
-static atomic_int msyncs_left;
+static atomic_int syncs_left;
 
 static int msync_fails_later(void *a, size_t l, int fl)
 {
-    if (atomic_fetch_sub(&msyncs_left, 1) > 0) return msync(a, l, fl);
+    if (atomic_fetch_sub(&syncs_left, 1) > 0) return msync(a, l, fl);
+    errno = EIO;
+    return -1;
+}
+
+static int fdatasync_fails_later(int fd)
+{
+    if (atomic_fetch_sub(&syncs_left, 1) > 0) return fdatasync(fd);
     errno = EIO;
     return -1;
 }
@@ -315,8 +322,9 @@ static void sync_failure_releases_waiters(void **state)
 {
     tu_opts o = {.shards = 1, .durability = SL_DURABILITY_ALWAYS};
     sl_stream *s = tu_create(*state, NAME, &o);
-    atomic_store(&msyncs_left, 40);
-    sl__os.msync = msync_fails_later;
+    atomic_store(&syncs_left, 40);
+    sl__os.msync = msync_fails_later;         /* the segments' syncs */
+    sl__os.fdatasync = fdatasync_fails_later; /* the journal's */
     enum { T = 8 };
     pstate f[T];
     pthread_t th[T];
