@@ -190,8 +190,9 @@ struct sl_journal {
     uint64_t lap_start_ns;
     _Atomic uint64_t tickets;           /* commits that asked to be durable */
     sl_gc gc;
-    /* per shard (by position in s->shards), owned by the round's leader:
-    ** the segment and offset from which its records are not yet durable */
+    /* per shard (by position in s->shards; sized at open, so resharding
+    ** will have to grow them), owned by the round's leader: the segment and
+    ** offset from which its records are not yet durable */
     size_t n;
     uint64_t *ord, *off;
     jr_span *spans;
@@ -357,6 +358,12 @@ int sl__journal_recover(sl_stream *s, bool keep_file)
     if (file_bytes < JR_FRAME_HDR || sl__os_pread_all(fd, h, sizeof h, 0) != 0 ||
         sl__ld32(h) != JR_MAGIC)
         goto done;                      /* empty, cleared or never used */
+    if (sl__ld32(h + 4) != JR_VERSION) {
+        /* a newer library's journal: clearing it could lose records */
+        rc = sl__err(SL_ECORRUPT, "%s: journal format version %u; this library reads version %u",
+                     path, sl__ld32(h + 4), JR_VERSION);
+        goto done;
+    }
     uint64_t lap = sl__ld64(h + 8);
     for (uint64_t off = 0; off + JR_FRAME_HDR <= file_bytes;) {
         if (sl__os_pread_all(fd, h, sizeof h, (off_t)off) != 0 ||
@@ -527,8 +534,9 @@ static int write_iov(int fd, struct iovec *iov, int n, uint64_t off)
     while (n > 0) {
         int k = n < IOV_MAX ? n : IOV_MAX;
         ssize_t w = sl__os.pwritev(fd, iov, k, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;        /* no progress: never loop */
             return -1;
         }
         off += (uint64_t)w;

@@ -562,6 +562,28 @@ static void missing_segment_is_skipped(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* A journal of a newer format is neither replayed nor cleared: the writer
+** open fails and says why. */
+static void newer_journal_fails_the_open(void **state)
+{
+    make_two_shards(*state);
+    char *jp = journal_path(*state);
+    int fd = open(jp, O_RDWR);
+    assert_true(fd >= 0);
+    uint32_t h[2] = {0x464A4C53u, 2};                 /* "SLJF", version 2 */
+    assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    sl_stream *s;
+    assert_int_equal(sl_stream_open(&s, *state, NAME, NULL), SL_ECORRUPT);
+    assert_non_null(strstr(sl_errmsg(NULL), "journal format version 2"));
+    assert_int_equal(journal_magic(*state), 0x464A4C53u);
+    sl_open_opts ro = SL_OPEN_OPTS_INIT;
+    ro.flags = SL_OPEN_READONLY;                      /* readers do not care */
+    assert_int_equal(sl_stream_open(&s, *state, NAME, &ro), 0);
+    assert_int_equal(sl_stream_close(s), 0);
+    free(jp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +597,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(reopen_in_another_mode, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(torn_frame_ends_replay, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(missing_segment_is_skipped, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(newer_journal_fails_the_open, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("commit", tests, NULL, NULL);
 }
