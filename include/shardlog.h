@@ -75,10 +75,10 @@ extern "C" {
 ** SL_ABI_VERSION is the SONAME major: it changes only when a released
 ** signature or struct layout changes incompatibly. */
 #define SL_VERSION_MAJOR 0
-#define SL_VERSION_MINOR 1
+#define SL_VERSION_MINOR 2
 #define SL_VERSION_PATCH 0
-#define SL_VERSION_STRING "0.1.0"
-#define SL_ABI_VERSION 0
+#define SL_VERSION_STRING "0.2.0"
+#define SL_ABI_VERSION 1
 
 /* The version of the library actually linked (may differ from the header). */
 SL_API const char *sl_version(void);
@@ -103,7 +103,9 @@ SL_API const char *sl_version(void);
     X(SL_EINUSE, -11, "resource in use", "ResourceInUseException")             \
     X(SL_EVALIDATION, -12, "validation error", "ValidationException")          \
     X(SL_EKEY, -13, "encryption key unavailable", "KMSAccessDeniedException")  \
-    X(SL_EREADONLY, -14, "stream is open read-only", "AccessDeniedException")
+    X(SL_EREADONLY, -14, "stream is open read-only", "AccessDeniedException") \
+    X(SL_ETRIMMED, -15, "position was trimmed by retention",                   \
+      "InvalidArgumentException")
 
 enum sl_error {
     SL_OK = 0,
@@ -152,13 +154,20 @@ SL_API const char *sl_errmsg(const void *h);
 **   sl_producer  appends records               one thread at a time
 **   sl_iter      a read position in a shard    one thread at a time
 **   sl_vclock    a virtual clock for tests     shareable across threads
-** Producers and iterators borrow their stream: close them first.
+**   sl_consumer  a registered consumer         shareable across threads
+**   sl_sched     the read scheduler            shareable across threads
+**   sl_sub       a subscription (push reads)   owned by its scheduler
+** Producers, iterators, consumers and schedulers borrow their stream: close
+** them first.
 ** sl_stream_close() on a stream with open children returns SL_EINUSE and
 ** changes nothing. */
 typedef struct sl_stream sl_stream;
 typedef struct sl_producer sl_producer;
 typedef struct sl_iter sl_iter;
 typedef struct sl_vclock sl_vclock;
+typedef struct sl_consumer sl_consumer;
+typedef struct sl_sched sl_sched;
+typedef struct sl_sub sl_sub;
 
 /* ---- Providers ----------------------------------------------------------
 ** Versioned structs of callbacks; they only ever grow at the end. */
@@ -244,11 +253,45 @@ typedef struct sl_stream_config {
     SL_STREAM_MODE_DEFAULT, SL_ENCRYPTION_DEFAULT, NULL, NULL, 0, 0, 0, \
     SL_DURABILITY_DEFAULT, 0}
 
-#define SL_OPEN_READONLY 0x1u        /* follow a writer; never modify files */
+/* SL_OPEN_READONLY: follow a writer; never modify the stream's data.
+**   Consumer registrations and checkpoints (the consumers/ directory) may
+**   still be written, so that a consumer process can checkpoint.
+** SL_OPEN_KDS_PROFILE: Kinesis' quirks, for code that will run against
+**   Kinesis: iterators expire 5 minutes (stream clock) after they were
+**   opened or last read (SL_EEXPIRED), subscriptions end after 5 minutes
+**   (SL_SUB_END_EXPIRED), and rate_mode defaults to SL_RATE_ENFORCE. */
+#define SL_OPEN_READONLY 0x1u
+#define SL_OPEN_KDS_PROFILE 0x2u
 
-#define SL_OPEN_OPTS_VERSION 1
+/* Rate accounting (token buckets on the stream clock; see RATE LIMITS). */
+typedef enum sl_rate_mode {
+    SL_RATE_DEFAULT = 0,             /* OFF (ENFORCE under the KDS profile) */
+    SL_RATE_OFF = 1,                 /* no accounting at all */
+    SL_RATE_ACCOUNT = 2,             /* count what Kinesis would throttle */
+    SL_RATE_ENFORCE = 3              /* fail it with SL_ETHROTTLED */
+} sl_rate_mode;
+
+/* Per-stream limits; zero fields take the Kinesis defaults noted. */
+#define SL_LIMITS_VERSION 1
+typedef struct sl_limits {
+    uint32_t version;                /* SL_LIMITS_VERSION */
+    uint32_t write_records_per_s;    /* per shard; 0: 1000 */
+    uint64_t write_bytes_per_s;      /* per shard, data + key; 0: 1 MiB */
+    uint32_t read_records_per_s;     /* shared, per shard; 0: 2000 */
+    uint32_t read_calls_per_s;       /* shared, per shard; 0: 5 */
+    uint64_t read_bytes_per_s;       /* shared, per shard; 0: 2 MiB */
+    uint64_t dedicated_bytes_per_s;  /* per dedicated consumer per shard;
+                                        0: 2 MiB */
+    uint32_t read_penalty_ms;        /* after a read that returned
+                                        SL_GET_BYTES_MAX; 0: 5000 */
+    uint32_t max_consumers;          /* per stream; 0: 20 */
+} sl_limits;
+#define SL_LIMITS_INIT {SL_LIMITS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0}
+
+#define SL_OPEN_OPTS_VERSION 2
 typedef struct sl_open_opts {
-    uint32_t version;                /* SL_OPEN_OPTS_VERSION */
+    uint32_t version;                /* SL_OPEN_OPTS_VERSION (1 accepted:
+                                        the fields up to report_ctx) */
     uint32_t flags;                  /* SL_OPEN_... */
     sl_durability durability;        /* 0: as stored in the manifest */
     uint32_t sync_interval_ms;       /* 0: as stored */
@@ -256,9 +299,12 @@ typedef struct sl_open_opts {
                                         borrowed until sl_stream_close */
     sl_report_fn report;             /* NULL: damage is only counted */
     void *report_ctx;
+    /* version 2 */
+    sl_rate_mode rate_mode;          /* 0: see sl_rate_mode */
+    const sl_limits *limits;         /* NULL: defaults.  Copied */
 } sl_open_opts;
 #define SL_OPEN_OPTS_INIT {SL_OPEN_OPTS_VERSION, 0, SL_DURABILITY_DEFAULT, 0, \
-    NULL, NULL, NULL}
+    NULL, NULL, NULL, SL_RATE_DEFAULT, NULL}
 
 /* Create the stream cfg->name under root (root is created if missing, one
 ** level) and, if out is not NULL, open it for writing.  Creation is atomic:
@@ -402,6 +448,9 @@ typedef struct sl_put_result {
     uint32_t shard_index;
     const char *error_message;       /* "" on success; valid until the next
                                         call on this producer */
+    int64_t retry_after_ms;          /* SL_ETHROTTLED: when the shard's
+                                        budget allows this entry (stream
+                                        clock ms from now); else 0 */
 } sl_put_result;
 
 /* PutRecord.  On success the record is committed (visible to readers) and,
@@ -468,6 +517,8 @@ typedef struct sl_read_result {
                                         record it returned (or that it was
                                         opened after; 0 if none).  Resume
                                         with AFTER_SEQUENCE_NUMBER. */
+    int64_t retry_after_ms;          /* SL_ETHROTTLED: ms until a read may
+                                        succeed; else 0 */
 } sl_read_result;
 
 /* GetRecords: up to `limit` (1..10000) records and at most 10 MiB.  A read
@@ -477,7 +528,12 @@ typedef struct sl_read_result {
 ** A corrupt record is never returned: the call that meets it returns
 ** SL_ECORRUPT with the shard, segment and offset in sl_errmsg(it), after
 ** moving the iterator past the damage, so the next call goes on reading.
-** @return 0, SL_EVALIDATION (limit), SL_EINVAL, SL_ECORRUPT, SL_EIO. */
+** Every read is one call on the shard's shared read budget (see RATE
+** LIMITS); with SL_RATE_ENFORCE a read beyond it returns SL_ETHROTTLED,
+** no records, and res->retry_after_ms.
+** @return 0, SL_EVALIDATION (limit), SL_EINVAL, SL_ECORRUPT, SL_EIO,
+**         SL_ETHROTTLED, SL_EEXPIRED (KDS profile: unused for 5 minutes, or
+**         sl_iter_expire). */
 SL_API int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit,
                         sl_read_result *res);
 
@@ -491,6 +547,228 @@ SL_API int sl_iter_wait(sl_iter *it, int timeout_ms);
 ** e.g. to stop a follower thread.  The one function on an sl_iter that may
 ** be called from another thread while the iterator is in use. */
 SL_API void sl_iter_cancel_wait(sl_iter *it);
+
+/* ---- Rate limits ----------------------------------------------------------
+** Token buckets per shard, on the stream's clock, refilled continuously and
+** holding at most one second of their rate (so a shard takes exactly 1,000
+** records in a burst, and one more each millisecond after that).  A cost is
+** taken when the bucket holds it; a single record larger than a whole
+** bucket is let through when the bucket is full and leaves it in debt, as
+** Kinesis lets large records burst and then refill.
+**   writes         records/s and bytes/s (data + partition key) per shard,
+**                  PutRecord and PutRecords together.  In a batch only the
+**                  entries over the budget fail (SL_ETHROTTLED, with
+**                  retry_after_ms); the others land.
+**   shared reads   per shard, shared by every iterator read and every
+**                  shared consumer's subscription: calls/s, records/s and
+**                  bytes/s.  A read may start when a call token is left and
+**                  the record and byte buckets are not in debt; what it
+**                  returns is then charged (possibly into debt: a 10 MiB
+**                  read is allowed and takes five seconds to repay).  A read
+**                  that returned SL_GET_BYTES_MAX bytes is followed by
+**                  read_penalty_ms in which every read is throttled.
+**   dedicated      per dedicated consumer per shard: bytes/s only.
+** SL_RATE_ACCOUNT takes the same decisions but only counts them
+** (put_throttled, read_throttled); SL_RATE_ENFORCE acts on them, and the
+** read scheduler then paces subscriptions to their budgets.  Counters are
+** kept in every mode but OFF, since the stream was opened, by this handle. */
+typedef struct sl_shard_counters {
+    uint64_t records_in, bytes_in;   /* accepted puts (bytes: data + key) */
+    uint64_t put_throttled;          /* entries over the write budget */
+    uint64_t reads;                  /* read calls on the shared budget */
+    uint64_t records_out, bytes_out; /* all reads, shared and dedicated */
+    uint64_t read_throttled;         /* shared reads over the budget */
+    int64_t iterator_age_ms;         /* millis_behind_latest of the shard's
+                                        latest read (shared or dedicated) */
+} sl_shard_counters;
+/* @return 0, SL_ENOTFOUND (no such shard), SL_EINVAL. */
+SL_API int sl_shard_counters_get(sl_stream *s, const char *shard_id,
+                                 sl_shard_counters *out);
+
+/* ---- Fault injection (tests) ---------------------------------------------
+** Deterministic failures, so that code written for Kinesis can be tested
+** against throttling and expiry.  Faults belong to the stream handle. */
+typedef enum sl_fault_kind {
+    SL_FAULT_PUT_NTH = 1,            /* the nth put entry from now fails */
+    SL_FAULT_PUT_KEY = 2,            /* every entry with this partition key
+                                        fails, until sl_fault_clear */
+    SL_FAULT_READ_NTH = 3            /* the nth read from now fails (iterator
+                                        reads and subscription reads) */
+} sl_fault_kind;
+#define SL_FAULT_VERSION 1
+typedef struct sl_fault {
+    uint32_t version;                /* SL_FAULT_VERSION */
+    sl_fault_kind kind;
+    uint64_t nth;                    /* 1: the very next one */
+    const char *partition_key;       /* SL_FAULT_PUT_KEY; copied */
+    int error;                       /* 0: SL_ETHROTTLED; or any SL_E... */
+} sl_fault;
+/* Each put entry of a batch counts as one put.  Up to 64 faults at once.
+** @return 0, SL_EINVAL, SL_ELIMIT. */
+SL_API int sl_fault_inject(sl_stream *s, const sl_fault *f);
+SL_API void sl_fault_clear(sl_stream *s);
+/* Expire an iterator now: its next read returns SL_EEXPIRED (and so does
+** every later one; open a new iterator, e.g. AFTER_SEQUENCE_NUMBER). */
+SL_API int sl_iter_expire(sl_iter *it);
+
+/* ---- Consumers -------------------------------------------------------------
+** RegisterStreamConsumer, with durable checkpoints.  A consumer is a name
+** (1..128 of [a-zA-Z0-9_.-], unique per stream) and a type:
+**   SHARED     polls: iterator reads, or subscriptions through the read
+**              scheduler, all on each shard's shared read budget.
+**   DEDICATED  enhanced fan-out: subscriptions with their own read budget
+**              per shard (sl_limits.dedicated_bytes_per_s).
+** Registrations and checkpoints live in <stream>/consumers/ and survive
+** restarts.  At most sl_limits.max_consumers (20) per stream. */
+typedef enum sl_consumer_type {
+    SL_CONSUMER_SHARED = 1,
+    SL_CONSUMER_DEDICATED = 2
+} sl_consumer_type;
+
+/* @return 0, SL_EVALIDATION (name, type), SL_EINUSE (the name exists),
+**         SL_ELIMIT (too many consumers), SL_EIO, SL_ENOSPC. */
+SL_API int sl_consumer_register(sl_stream *s, const char *name,
+                                sl_consumer_type type);
+/* Remove a consumer and its checkpoints.
+** @return 0, SL_ENOTFOUND, SL_EINUSE (open in this process), SL_EIO. */
+SL_API int sl_consumer_deregister(sl_stream *s, const char *name);
+
+typedef struct sl_consumer_info {
+    char name[SL_STREAM_NAME_MAX + 1];
+    sl_consumer_type type;
+    int64_t created_ms;              /* ConsumerCreationTimestamp */
+    uint64_t id;                     /* random; new for every registration */
+} sl_consumer_info;
+typedef struct sl_consumer_list {
+    size_t count;
+    sl_consumer_info *consumers;     /* sorted by name */
+} sl_consumer_list;
+SL_API int sl_consumer_list_get(sl_consumer_list **out, sl_stream *s);
+SL_API void sl_consumer_list_free(sl_consumer_list *list);
+
+/* Open a registered consumer (checkpoints, subscriptions, counters).
+** @return 0, SL_ENOTFOUND, SL_ECORRUPT, SL_EIO. */
+SL_API int sl_consumer_open(sl_consumer **out, sl_stream *s, const char *name);
+/* Accepts NULL.  Its subscriptions must be gone (SL_EINUSE otherwise). */
+SL_API int sl_consumer_close(sl_consumer *c);
+SL_API const sl_consumer_info *sl_consumer_get_info(const sl_consumer *c);
+
+/* Checkpoint: record durably and atomically that the consumer has
+** processed shard_id up to and including `sequence`.  The record is made
+** durable first (a checkpoint is never durable before the data it points
+** to).  A checkpoint may move backwards (reprocessing is the caller's
+** choice).  Thread-safe; one checkpoint file write + fdatasync.
+** @return 0, SL_ENOTFOUND (shard), SL_EINVAL (not a record of the shard:
+**         e.g. past its end), SL_EIO, SL_ENOSPC. */
+SL_API int sl_consumer_checkpoint(sl_consumer *c, const char *shard_id,
+                                  uint64_t sequence);
+/* The latest checkpoint of shard_id.
+** @return 0, SL_ENOTFOUND (none yet), SL_ETRIMMED (it points into data
+**         retention has removed; *sequence is still set). */
+SL_API int sl_consumer_get_checkpoint(sl_consumer *c, const char *shard_id,
+                                      uint64_t *sequence);
+/* An iterator that resumes after the consumer's checkpoint of shard_id, or,
+** without one, starts at (type, arg).  Its reads count as this consumer's.
+** @return as sl_iter_open, and SL_ETRIMMED (as sl_consumer_get_checkpoint;
+**         no iterator is made: decide, e.g. TRIM_HORIZON, and open one). */
+SL_API int sl_consumer_iter_open(sl_iter **out, sl_consumer *c,
+                                 const char *shard_id, sl_iter_type type,
+                                 uint64_t arg);
+
+typedef struct sl_consumer_counters {
+    uint64_t reads;                  /* read calls (iterator or subscription) */
+    uint64_t records_out, bytes_out;
+    uint64_t read_throttled;         /* reads over the budget (ACCOUNT mode:
+                                        would have been) */
+    uint64_t deliveries;             /* subscription deliveries */
+    int64_t iterator_age_ms;         /* millis_behind_latest of its last read */
+} sl_consumer_counters;
+/* This process's counters for the consumer on one shard since it opened. */
+SL_API int sl_consumer_counters_get(sl_consumer *c, const char *shard_id,
+                                    sl_consumer_counters *out);
+
+/* ---- The read scheduler ----------------------------------------------------
+** One object decides who reads next, for every subscription of a stream:
+**   - a DEDICATED consumer's subscription (SubscribeToShard) reads on its
+**     own budget, whatever else reads the shard;
+**   - SHARED consumers' subscriptions (a polling loop run for them) share
+**     the shard's shared read budget: each turn is one read call, given to
+**     the subscription that has received the fewest bytes so far among
+**     those with records waiting, so a greedy consumer (big batches, fast
+**     handler) cannot starve the others: any two backlogged shared
+**     consumers' totals differ by at most one batch.  A turn reads at most
+**     batch_max records and a fair quantum of bytes (read_bytes_per_s /
+**     read_calls_per_s, 400 KiB by default), so no consumer's turn sets off
+**     the 10 MiB penalty for the others.
+** Records are delivered in order per shard, each exactly once per
+** subscription while the process lives.  Budgets pace deliveries only in
+** SL_RATE_ENFORCE mode; otherwise records are delivered as they come.
+**
+** The host drives the scheduler (sl_sched_dispatch) or starts its thread
+** (sl_sched_start), not both at once.  The order of deliveries is a
+** function of the records and the clock alone, so under a virtual clock
+** both deliver the same sequence.  A scheduler waiting for records wakes
+** within microseconds of a commit (this or another process), and at once
+** when a virtual clock is advanced. */
+
+/* Why a subscription ended (sl_delivery.end). */
+enum {
+    SL_SUB_END_NONE = 0,             /* it goes on */
+    SL_SUB_END_EXPIRED = 1,          /* KDS profile: 5 minutes passed */
+    SL_SUB_END_SHARD_END = 2,        /* a closed shard was read to its end */
+    SL_SUB_END_ERROR = 3             /* a read failed; `error` says why */
+};
+
+typedef struct sl_delivery {
+    const char *consumer;            /* its name */
+    const char *shard_id;
+    const sl_record *records;        /* valid during the call only */
+    size_t count;                    /* 0 only with `end` set */
+    uint64_t continuation_sequence;  /* the last record delivered (so far):
+                                        checkpoint it, or resubscribe with
+                                        AFTER_SEQUENCE_NUMBER */
+    int64_t millis_behind_latest;
+    int end;                         /* SL_SUB_END_...: the last delivery */
+    int error;                       /* with SL_SUB_END_ERROR */
+} sl_delivery;
+
+/* A handler, called from the dispatching thread with no library lock held.
+** Return 0 to go on, non-zero to end the subscription (the records of this
+** delivery count as delivered).  It may put records and checkpoint; it must
+** not call sl_sched_dispatch, sl_sched_stop, sl_sched_free or
+** sl_unsubscribe. */
+typedef int (*sl_deliver_fn)(void *ctx, const sl_delivery *d);
+
+SL_API int sl_sched_new(sl_sched **out, sl_stream *s);
+/* Stop the thread, end and free every subscription.  Accepts NULL. */
+SL_API void sl_sched_free(sl_sched *sc);
+
+/* Subscribe consumer c to shard_id from (type, arg), delivering at most
+** batch_max (1..10000) records per call to fn.  One subscription per
+** consumer and shard at a time.
+** @return 0, SL_ENOTFOUND (shard), SL_EINUSE (already subscribed),
+**         SL_EVALIDATION (batch_max, type), SL_EINVAL (as sl_iter_open). */
+SL_API int sl_subscribe(sl_sub **out, sl_sched *sc, sl_consumer *c,
+                        const char *shard_id, sl_iter_type type, uint64_t arg,
+                        size_t batch_max, sl_deliver_fn fn, void *ctx);
+/* End and free a subscription (not from its own handler: return non-zero
+** there).  Safe while the scheduler's thread runs.  Accepts NULL. */
+SL_API void sl_unsubscribe(sl_sub *sub);
+
+/* Deliver everything that can be delivered now; if nothing could, wait up
+** to timeout_ms (real time; <0 forever) for records, budget or a clock
+** advance, and deliver what became possible.
+** @return the number of deliveries (>= 0), SL_EINUSE (the thread runs, or
+**         another thread dispatches). */
+SL_API int sl_sched_dispatch(sl_sched *sc, int timeout_ms);
+/* Start / stop a thread that dispatches until stopped. */
+SL_API int sl_sched_start(sl_sched *sc);
+SL_API int sl_sched_stop(sl_sched *sc);
+/* Wait until the thread has delivered everything it can deliver now
+** (records or budget are what is missing).  For tests with a virtual
+** clock: advance, then wait for idle.
+** @return 1 idle, 0 timed out (real time), SL_EINVAL (no thread). */
+SL_API int sl_sched_wait_idle(sl_sched *sc, int timeout_ms);
 
 #ifdef __cplusplus
 }

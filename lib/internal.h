@@ -6,8 +6,11 @@
 ** are exported).  Tests link the static archive and may use what is here.
 **
 ** Lock order (outermost first), documented where each lock lives:
-**   stream->mu  >  shard->lock (append)  >  stream->seq_mu  >
-**   shard->seglock  >  shard->gc.mu;  journal->gc.mu is taken alone
+**   sched->mu  >  stream->mu  >  shard->lock (append)  >  stream->seq_mu  >
+**   shard->seglock  >  shard->gc.mu;  journal->gc.mu is taken alone;
+**   consumer->mu  >  (what a checkpoint's sync takes);  stream->cons_mu;
+**   leaves, taken with nothing inside: shard->rl->mu, stream->fault_mu,
+**   vclock->mu
 ** No lock is held across a user callback, except the report callback
 ** (sl_report_fn), which is documented as not calling into the stream.
 */
@@ -96,6 +99,12 @@ SL_HIDDEN const char *sl__errtext(void);
 SL_HIDDEN int64_t sl__realtime_ms(void);
 SL_HIDDEN int64_t sl__monotonic_ms(void);
 SL_HIDDEN extern const sl_clock sl__real_clock;
+/* The virtual clock behind a provider, or NULL for any other clock. */
+SL_HIDDEN sl_vclock *sl__vclock_of(const sl_clock *c);
+/* Listeners: every advance or set bumps *word and futex-wakes it, so that a
+** thread waiting for budget under a virtual clock wakes when time moves. */
+SL_HIDDEN int sl__vclock_listen(sl_vclock *vc, uint32_t *word);
+SL_HIDDEN void sl__vclock_unlisten(sl_vclock *vc, uint32_t *word);
 
 /* ---- Hash keys (hashkey.c) ---------------------------------------------- */
 typedef struct sl_u128 {
@@ -193,6 +202,7 @@ typedef struct sl_idx {
 } sl_idx;
 
 typedef struct sl_shard sl_shard;
+typedef struct sl_shard_rl sl_shard_rl;
 
 /* ---- Durable commits (commit.c) -----------------------------------------
 ** Group commit: threads wait for a target (a shard's sequence number, or a
@@ -442,6 +452,8 @@ struct sl_shard {
     /* wake-up slot in the stream's WAKE file: {u32 notify, u32 waiters} */
     uint32_t *wake;
 
+    sl_shard_rl *rl;                  /* rate limits and counters */
+
     /* group commit of this shard's segments: targets are sequence numbers */
     sl_gc gc;
 };
@@ -494,6 +506,136 @@ SL_HIDDEN bool sl__shard_refresh_sealed(sl_shard *sh, sl_seg *g);
 SL_HIDDEN void sl__shard_counts(sl_shard *sh, uint64_t *records,
                                 uint64_t *payload);
 
+/* ---- Rate limits and faults (ratelimit.c) ------------------------------
+** Token buckets hold tokens x 1000 ("milli-tokens"), refilled continuously
+** at `rate` tokens per second up to one second's worth; `milli` may go
+** negative (debt) after a cost larger than what was left was forced.
+** The rules (clock steps, waits, clamping) are at the top of ratelimit.c. */
+typedef struct sl_bucket {
+    int64_t milli;
+    int64_t at_ms;                    /* last refill, stream clock */
+    uint64_t rate;                    /* tokens per second; 0: unlimited */
+} sl_bucket;
+SL_HIDDEN void sl__bucket_init(sl_bucket *b, uint64_t rate, int64_t now_ms);
+SL_HIDDEN void sl__bucket_refill(sl_bucket *b, int64_t now_ms);
+/* Take `cost` if the bucket holds it, or if the bucket is full (a cost
+** larger than a whole bucket then leaves it in debt).  Else return false
+** and set *wait_ms to when it would succeed. */
+SL_HIDDEN bool sl__bucket_take(sl_bucket *b, uint64_t cost, int64_t now_ms,
+                               int64_t *wait_ms);
+/* Take `cost` unconditionally (reads are charged after the fact). */
+SL_HIDDEN void sl__bucket_charge(sl_bucket *b, uint64_t cost, int64_t now_ms);
+/* ms until the bucket holds `cost` (0: now). */
+SL_HIDDEN int64_t sl__bucket_wait(sl_bucket *b, uint64_t cost, int64_t now_ms);
+
+/* A read budget: a shard's shared one (calls, records, bytes, penalty) or a
+** dedicated consumer's on one shard (bytes only: calls and records have
+** rate 0).  Not locked: the owner locks. */
+typedef struct sl_rbudget {
+    sl_bucket calls, recs, bytes;
+    int64_t penalty_until;            /* stream clock ms; 0: none */
+    uint32_t penalty_ms;              /* after a SL_GET_BYTES_MAX read; 0: none
+                                         (dedicated) */
+} sl_rbudget;
+SL_HIDDEN void sl__rbudget_init(sl_rbudget *b, const sl_stream *s,
+                                bool dedicated, int64_t now_ms);
+/* ms until a read may start (0: now): the longest of the penalty, a call
+** token, and the record and byte buckets getting out of debt (>= 0).  No
+** side effects. */
+SL_HIDDEN int64_t sl__rbudget_wait(sl_rbudget *b, int64_t now_ms);
+/* A read starts (takes its call token) / returned recs and bytes (charged;
+** a read of SL_GET_BYTES_MAX bytes starts the penalty). */
+SL_HIDDEN void sl__rbudget_begin(sl_rbudget *b, int64_t now_ms);
+SL_HIDDEN void sl__rbudget_end(sl_rbudget *b, int64_t now_ms, uint64_t recs,
+                               uint64_t bytes);
+
+/* Per-shard rate state (sh->rl; always allocated, used unless OFF). */
+struct sl_shard_rl {
+    pthread_mutex_t mu;
+    sl_bucket wrecs, wbytes;          /* writes */
+    sl_rbudget shared;                /* shared reads */
+    sl_shard_counters c;
+};
+SL_HIDDEN int sl__rl_init(sl_shard *sh);
+SL_HIDDEN void sl__rl_destroy(sl_shard *sh);
+/* Fill *out from `in` (NULL: all defaults): every zero field takes its
+** Kinesis default. */
+SL_HIDDEN void sl__limits_resolve(sl_limits *out, const sl_limits *in);
+/* Writes: decide for recs[0..n) (one shard's entries of a put or batch, in
+** order) at now_ms.  Entries that may not land (ENFORCE) get
+** results[entry].error = SL_ETHROTTLED with retry_after_ms (and a static
+** error_message; the detail text is in sl__errtext()) and are removed: the
+** survivors are compacted to the front of recs, their count returned.
+** Counts records_in / bytes_in for the survivors as if they landed (the
+** caller un-counts failures with sl__rl_write_undo, which also refunds
+** their tokens).  Injected put faults are not checked here: see
+** sl__fault_put. */
+SL_HIDDEN size_t sl__rl_write_admit(sl_shard *sh, sl_pending *recs, size_t n,
+                                    int64_t now_ms, sl_put_result *results);
+SL_HIDDEN void sl__rl_write_undo(sl_shard *sh, const sl_pending *recs,
+                                 size_t n);
+/* Shared reads: may a read call start now?  0: yes, the call token is
+** taken; SL_ETHROTTLED (ENFORCE only) with *retry_ms.  *over: the read is
+** over the budget (counted as read_throttled; in ACCOUNT mode it goes
+** ahead). */
+SL_HIDDEN int sl__rl_read_begin(sl_shard *sh, int64_t now_ms, int64_t *retry_ms,
+                                bool *over);
+/* ms until a shared read may start (0: now), without side effects. */
+SL_HIDDEN int64_t sl__rl_read_wait(sl_shard *sh, int64_t now_ms);
+/* A shared read (begun above) returned recs records of bytes. */
+SL_HIDDEN void sl__rl_read_end(sl_shard *sh, int64_t now_ms, uint64_t recs,
+                               uint64_t bytes, int64_t behind_ms, bool over);
+/* A dedicated read returned recs records of bytes (counters only). */
+SL_HIDDEN void sl__rl_count_out(sl_shard *sh, uint64_t recs, uint64_t bytes,
+                                int64_t behind_ms);
+/* An injected SL_FAULT_PUT_NTH / SL_FAULT_PUT_KEY for a validated put entry
+** routed to sh, or 0.  The producer calls it for every such entry in request
+** order (before grouping by shard), only while s->faults is not NULL; a hit
+** entry fails with the returned code and sl__errtext(). */
+SL_HIDDEN int sl__fault_put(sl_stream *s, const sl_shard *sh, const sl_pending *pd);
+/* An injected SL_FAULT_READ_NTH for this read, or 0. */
+SL_HIDDEN int sl__fault_read(sl_stream *s);
+SL_HIDDEN void sl__faults_free(sl_stream *s);
+
+/* ---- Consumers (consumer.c) --------------------------------------------- */
+typedef struct sl_ccount {
+    _Atomic uint64_t reads, records_out, bytes_out, read_throttled, deliveries;
+    _Atomic int64_t age_ms;
+    _Atomic bool subscribed;          /* a subscription holds this shard */
+    /* checkpoints (consumer.c, under c->mu): segment files of this shard up
+    ** to ordinal ck_synced were fdatasync'd through our own descriptors,
+    ** and their names (the shard directory) up to ck_dir */
+    uint64_t ck_synced, ck_dir;
+} sl_ccount;
+struct sl_consumer {
+    sl_stream *s;
+    sl_consumer_info info;
+    char *dir;                        /* <stream>/consumers/<name> */
+    int ckpt_fd;
+    pthread_mutex_t mu;               /* checkpoint writes */
+    _Atomic int subs;                 /* open subscriptions */
+    size_t ncount;                    /* by shard index */
+    sl_ccount *count;
+    sl_consumer *next;                /* stream->cons_open list */
+};
+/* The counters of (c, shard index); NULL for an unknown index. */
+SL_HIDDEN sl_ccount *sl__consumer_count(sl_consumer *c, uint32_t shard);
+
+/* ---- Iterators (iterator.c) ---------------------------------------------- */
+/* The read itself, without budgets, faults or expiry: up to limit records
+** and max_bytes (at least one record if any). */
+SL_HIDDEN int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit,
+                            uint64_t max_bytes, sl_read_result *res);
+/* 0, or SL_EVALIDATION (Kinesis' text) for a bad iterator type. */
+SL_HIDDEN int sl__iter_type_check(sl_iter_type type);
+/* Count the iterator's reads as consumer c's. */
+SL_HIDDEN void sl__iter_set_consumer(sl_iter *it, sl_consumer *c);
+SL_HIDDEN sl_shard *sl__iter_shard(const sl_iter *it);
+/* The last record returned (or the start bound): a continuation point. */
+SL_HIDDEN uint64_t sl__iter_last(const sl_iter *it);
+/* Records waiting (1), none (0), or an error. */
+SL_HIDDEN int sl__iter_ready(sl_iter *it);
+
 /* ---- Manifest (manifest.c) ---------------------------------------------- */
 typedef struct sl_mshard {
     uint32_t index;
@@ -544,6 +686,9 @@ SL_HIDDEN void sl__manifest_free(sl_manifest *m);
 #define SL_WAKE_FILE "WAKE"
 #define SL_WAKE_SLOTS 4096u
 #define SL_WAKE_SLOT_BYTES 64u
+/* Bytes 8..15 of slot 0: the stream-wide {notify, waiters} pair, bumped on
+** a commit to any shard while someone (a scheduler) waits on it. */
+#define SL_WAKE_ANY_OFF 8u
 #define SL_SEQ_FILE "SEQ"
 #define SL_LOCK_FILE "LOCK"
 
@@ -567,6 +712,7 @@ struct sl_stream {
     int lock_fd;                      /* writer lock, -1 for readers */
     uint8_t *wake_map;
     bool wake_writable;
+    uint32_t *wake_any;               /* {notify, waiters}: any shard */
 
     /* sequence numbers: next to issue, and the durable reservation ceiling
     ** (every number below it may have been issued) */
@@ -594,6 +740,17 @@ struct sl_stream {
     ** then each shard's segments are synced instead) */
     sl_journal *jr;
     uint64_t jr_replayed;             /* bytes the last recovery restored */
+
+    /* rate accounting, the KDS profile, injected faults (ratelimit.c) */
+    sl_rate_mode rate_mode;           /* resolved: OFF, ACCOUNT or ENFORCE */
+    sl_limits limits;                 /* resolved: no zero fields */
+    bool kds;                         /* SL_OPEN_KDS_PROFILE */
+    struct sl_faults *faults;         /* NULL until one is injected */
+    pthread_mutex_t fault_mu;
+
+    /* consumers open on this handle (consumer.c), under cons_mu */
+    pthread_mutex_t cons_mu;
+    sl_consumer *cons_open;
 
     /* the preparer: populates pages and prepares segments off the append
     ** path (writers only) */

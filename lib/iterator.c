@@ -35,7 +35,13 @@ struct sl_iter {
     ** record; `blk` is the index position hint */
     uint64_t ok_end, retry_at;
     uint32_t blk;
+    sl_consumer *consumer;            /* reads count as its (or NULL) */
+    int64_t touched_ms;               /* opened or last read (KDS expiry) */
+    bool expired;                     /* sl_iter_expire */
 };
+
+/* The KDS profile's iterator lifetime (Kinesis: 5 minutes). */
+#define KDS_ITER_TTL_MS 300000
 
 /* The iterator moved to another segment or position: forget the blocks. */
 static void blocks_reset(sl_iter *it)
@@ -71,6 +77,17 @@ static void iter_free(sl_iter *it)
 
 void sl_iter_close(sl_iter *it) { iter_free(it); }
 
+int sl__iter_type_check(sl_iter_type type)
+{
+    if (type >= SL_ITER_AT_SEQUENCE_NUMBER && type <= SL_ITER_AT_TIMESTAMP) return 0;
+    return sl__err(SL_EVALIDATION,
+                   "1 validation error detected: Value '%d' at 'shardIteratorType' failed "
+                   "to satisfy constraint: Member must satisfy enum value set: "
+                   "[AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, "
+                   "AT_TIMESTAMP]",
+                   (int)type);
+}
+
 int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
                  sl_iter_type type, uint64_t arg)
 {
@@ -80,14 +97,8 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
     if (!sh)
         return sl__ret(s, sl__err(SL_ENOTFOUND, "Shard %.64s in stream %s not found.",
                                   shard_id ? shard_id : "(null)", s->man.name));
-    if (type < SL_ITER_AT_SEQUENCE_NUMBER || type > SL_ITER_AT_TIMESTAMP)
-        return sl__ret(s, sl__err(SL_EVALIDATION,
-                                  "1 validation error detected: Value '%d' at "
-                                  "'shardIteratorType' failed to satisfy "
-                                  "constraint: Member must satisfy enum value set: "
-                                  "[AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, "
-                                  "TRIM_HORIZON, LATEST, AT_TIMESTAMP]",
-                                  (int)type));
+    int rc = sl__iter_type_check(type);
+    if (rc) return sl__ret(s, rc);
     bool by_seq = type == SL_ITER_AT_SEQUENCE_NUMBER || type == SL_ITER_AFTER_SEQUENCE_NUMBER;
     if (by_seq && arg == 0)
         return sl__ret(s, sl__err(SL_EINVAL, "%s needs a starting sequence number",
@@ -97,8 +108,8 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
     if (!it) return sl__ret(s, sl__err(SL_ENOMEM, "allocating an iterator"));
     it->s = s;
     it->sh = sh;
+    it->touched_ms = sl__now(s);
     atomic_fetch_add(&s->children, 1);
-    int rc = 0;
     switch (type) {
     case SL_ITER_TRIM_HORIZON:
         rc = sl__shard_first_seg(sh, &it->seg);
@@ -163,6 +174,17 @@ static int64_t behind(sl_iter *it, uint64_t end)
     return d > 0 ? d : 0;
 }
 
+void sl__iter_set_consumer(sl_iter *it, sl_consumer *c) { it->consumer = c; }
+sl_shard *sl__iter_shard(const sl_iter *it) { return it->sh; }
+uint64_t sl__iter_last(const sl_iter *it) { return it->last_seq; }
+
+int sl_iter_expire(sl_iter *it)
+{
+    if (!it) return sl__ret(NULL, sl__err(SL_EINVAL, "iterator is NULL"));
+    it->expired = true;
+    return 0;
+}
+
 int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res)
 {
     if (!it || !recs || !res)
@@ -170,12 +192,53 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
     res->count = 0;
     res->millis_behind_latest = 0;
     res->last_sequence = it->last_seq;
+    res->retry_after_ms = 0;
     if (limit < 1 || limit > SL_GET_RECORDS_MAX)
         return sl__ret(it, sl__err(SL_EVALIDATION,
                                    "1 validation error detected: Value '%zu' at "
                                    "'limit' failed to satisfy constraint: Member "
                                    "must have value between 1 and %d",
                                    limit, SL_GET_RECORDS_MAX));
+    sl_stream *s = it->s;
+    int64_t now = sl__now(s);
+    if (it->expired || (s->kds && now - it->touched_ms > KDS_ITER_TTL_MS)) {
+        it->expired = true;
+        return sl__ret(it, sl__err(SL_EEXPIRED,
+                                   "Iterator expired. The iterator was created at "
+                                   "time %" PRId64 " while right now it is %" PRId64
+                                   " which is further in the future than the "
+                                   "tolerated delay of %d milliseconds.",
+                                   it->touched_ms, now, KDS_ITER_TTL_MS));
+    }
+    sl_ccount *cc = it->consumer ? sl__consumer_count(it->consumer, it->sh->index) : NULL;
+    bool over = false;
+    int rc = sl__fault_read(s);
+    if (rc == 0 && s->rate_mode != SL_RATE_OFF)
+        rc = sl__rl_read_begin(it->sh, now, &res->retry_after_ms, &over);
+    if (cc && (over || rc == SL_ETHROTTLED))
+        atomic_fetch_add_explicit(&cc->read_throttled, 1, memory_order_relaxed);
+    if (rc) return sl__ret(it, rc);
+    rc = sl__iter_read(it, recs, limit, SL_GET_BYTES_MAX, res);
+    it->touched_ms = now;             /* a read that ran renews the iterator */
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < res->count; i++) bytes += recs[i].key_len + recs[i].data_len;
+    if (s->rate_mode != SL_RATE_OFF)
+        sl__rl_read_end(it->sh, now, res->count, bytes, res->millis_behind_latest, over);
+    if (cc) {
+        atomic_fetch_add_explicit(&cc->reads, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&cc->records_out, res->count, memory_order_relaxed);
+        atomic_fetch_add_explicit(&cc->bytes_out, bytes, memory_order_relaxed);
+        atomic_store_explicit(&cc->age_ms, res->millis_behind_latest, memory_order_relaxed);
+    }
+    return sl__ret(it, rc);
+}
+
+int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes,
+                  sl_read_result *res)
+{
+    res->count = 0;
+    res->millis_behind_latest = 0;
+    res->last_sequence = it->last_seq;
     size_t n = 0;
     uint64_t bytes = 0, end = 0;
     int rc = 0;
@@ -194,7 +257,7 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
                 uint32_t rb = sl__ld32(q), kl = sl__ld16(q + 24), dl = sl__ld32(q + 28);
                 uint64_t seq = sl__ld64(q + 8), span = sl__pad8(rb);
                 if (SL_UNLIKELY(rb != SL_REC_OVERHEAD + kl + dl || span > it->ok_end - it->off ||
-                                seq <= it->last_seq || (n && bytes + kl + dl > SL_GET_BYTES_MAX))) {
+                                seq <= it->last_seq || (n && bytes + kl + dl > max_bytes))) {
                     it->ok_end = it->off;           /* let the careful path decide */
                     break;
                 }
@@ -210,7 +273,7 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
                 it->last_seq = seq;
             }
             if (n == limit || it->off >= end) break;
-            if (n && bytes >= SL_GET_BYTES_MAX) goto done;
+            if (n && bytes >= max_bytes) goto done;
             sl_recview v;
             bool verify = need_record_check(it, g, end);
             int r = sl__rec_parse(g->base + it->off, end - it->off, verify, &v);
@@ -229,9 +292,9 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
                                             : "record fails its checksum",
                              it->last_seq, it->off);
                 sl__stream_report(it->s, SL_ECORRUPT, "%s", sl__errtext());
-                return sl__ret(it, rc);
+                return rc;
             }
-            if (n && bytes + v.klen + v.dlen > SL_GET_BYTES_MAX) goto done;
+            if (n && bytes + v.klen + v.dlen > max_bytes) goto done;
             sl_record *o = &recs[n++];
             o->partition_key = (const char *)v.key;
             o->key_len = v.klen;
@@ -255,12 +318,12 @@ done:
     res->count = n;
     res->last_sequence = it->last_seq;
     res->millis_behind_latest = behind(it, end);
-    return sl__ret(it, rc);
+    return rc;
 }
 
 /* Is there something to read, without moving the iterator?  (A wait must
 ** not invalidate the views of the previous read.) */
-static int ready(sl_iter *it)
+int sl__iter_ready(sl_iter *it)
 {
     if (!it->seg) {
         bool moved;
@@ -299,7 +362,7 @@ int sl_iter_wait(sl_iter *it, int timeout_ms)
     bool futex = w && it->s->wake_writable;
     for (;;) {
         if (atomic_exchange(&it->cancel, false)) return 0;
-        int r = ready(it);
+        int r = sl__iter_ready(it);
         if (r) return r < 0 ? sl__ret(it, r) : 1;
         int64_t left = deadline - sl__monotonic_ms();
         if (left <= 0) return 0;
@@ -313,7 +376,7 @@ int sl_iter_wait(sl_iter *it, int timeout_ms)
         }
         __atomic_fetch_add(&w[1], 1, __ATOMIC_SEQ_CST);
         uint32_t v = __atomic_load_n(&w[0], __ATOMIC_SEQ_CST);
-        r = ready(it);
+        r = sl__iter_ready(it);
         if (!r && !atomic_load(&it->cancel)) sl__futex_wait(&w[0], v, slice);
         /* leave, never taking the count below zero (a writer may have reset
         ** it while we slept) */

@@ -9,6 +9,15 @@
 ** A batch is grouped by shard (request order holds within a shard, in
 ** linear time, with no sort) and each shard's group is appended under one
 ** lock acquisition.
+**
+** Rate limits and injected faults (ratelimit.c) sit between validation and
+** the append.  A validated entry first meets the injected put faults, in
+** request order (so that SL_FAULT_PUT_NTH counts a batch's entries as the
+** caller wrote them); then each shard group meets its shard's write budget
+** (sl__rl_write_admit), which fails the entries over it in ENFORCE mode and
+** removes them from the group; what an append could not land is un-counted
+** (sl__rl_write_undo).  With rate_mode OFF and no fault ever injected, the
+** whole cost is two predictable branches per call (and one per entry).
 */
 #include "internal.h"
 
@@ -122,6 +131,7 @@ static void result_ok(sl_put_result *r, const sl_shard *sh, uint64_t seq)
     r->shard_index = sh->index;
     memcpy(r->shard_id, sh->id, sizeof r->shard_id);
     r->error_message = "";
+    r->retry_after_ms = 0;
 }
 
 static void result_err(sl_producer *p, sl_put_result *r, size_t i, int code)
@@ -137,6 +147,20 @@ static void result_err(sl_producer *p, sl_put_result *r, size_t i, int code)
     }
 }
 
+/* A single put's entry meets the injected faults and the shard's write
+** budget.  0: it may be appended; else its error (*retry: when it may). */
+static int admit_one(sl_stream *s, sl_shard *sh, sl_pending *pd, int64_t now,
+                     int64_t *retry)
+{
+    int rc = sl__fault_put(s, sh, pd);
+    if (rc || s->rate_mode == SL_RATE_OFF) return rc;
+    sl_put_result r = {0};
+    pd->entry = 0;
+    if (sl__rl_write_admit(sh, pd, 1, now, &r) == 1) return 0;
+    *retry = r.retry_after_ms;
+    return r.error;                     /* the text is in sl__errtext() */
+}
+
 int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
 {
     if (!p) return sl__ret(NULL, sl__err(SL_EINVAL, "producer is NULL"));
@@ -147,7 +171,17 @@ int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
     if (rc == 0) rc = prepare(p, e, &pd, &sh);
     uint64_t seq = 0;
     size_t done = 0;
-    if (rc == 0) rc = sl__shard_append(sh, &pd, 1, sl__now(s), &seq, &done);
+    int64_t retry = 0;
+    if (rc == 0) {
+        int64_t now = sl__now(s);
+        bool rl = s->rate_mode != SL_RATE_OFF;
+        if (SL_UNLIKELY(rl || __atomic_load_n(&s->faults, __ATOMIC_ACQUIRE)))
+            rc = admit_one(s, sh, &pd, now, &retry);
+        if (rc == 0) {
+            rc = sl__shard_append(sh, &pd, 1, now, &seq, &done);
+            if (SL_UNLIKELY(rl) && done == 0) sl__rl_write_undo(sh, &pd, 1);
+        }
+    }
     if (rc == 0 && s->durability == SL_DURABILITY_ALWAYS)
         rc = s->jr ? sl__journal_commit(s) : sl__shard_wait_durable(sh, seq);
     if (res) {
@@ -157,6 +191,7 @@ int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
             res->error = rc;
             snprintf(p->msg1, sizeof p->msg1, "%s", sl__errtext());
             res->error_message = p->msg1;
+            res->retry_after_ms = retry;
         }
     }
     return sl__ret(p, rc);
@@ -216,6 +251,18 @@ static int scratch(sl_producer *p)
     return 0;
 }
 
+/* Give the entries of group `head` that admission failed their message
+** (sl__errtext(), set by sl__rl_write_admit), in this producer's storage. */
+static void throttled_msgs(sl_producer *p, int32_t head, sl_put_result *results)
+{
+    const char *text = sl__errtext();
+    for (int32_t i = head; i >= 0; i = p->next[i]) {
+        if (!results[i].error) continue;
+        snprintf(p->msgs[i], MSG_MAX, "%s", text);
+        results[i].error_message = p->msgs[i];
+    }
+}
+
 int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
                           sl_put_result *results, size_t *failed_out)
 {
@@ -251,9 +298,12 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
         memset(p->stamp, 0, p->nstamp * sizeof *p->stamp);
         p->gen = 1;
     }
+    bool faults = __atomic_load_n(&s->faults, __ATOMIC_ACQUIRE) != NULL;
+    bool rl = s->rate_mode != SL_RATE_OFF;
     for (size_t i = 0; i < n; i++) {
         sl_shard *sh;
         int r = prepare(p, &entries[i], &p->pend[i], &sh);
+        if (SL_UNLIKELY(faults) && r == 0) r = sl__fault_put(s, sh, &p->pend[i]);
         if (r) {
             result_err(p, &results[i], i, r);
             failed++;
@@ -285,7 +335,17 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
         size_t k = 0;
         for (int32_t i = head[g]; i >= 0; i = p->next[i]) p->grp[k++] = p->pend[i];
         sl_shard *sh = p->shard_of[head[g]];
-        grc[g] = sl__shard_append(sh, p->grp, k, now, p->gseq, &gdone[g]);
+        if (SL_UNLIKELY(rl)) {
+            /* entries over the budget leave the group, failed (ENFORCE) */
+            size_t m = sl__rl_write_admit(sh, p->grp, k, now, results);
+            if (m < k) throttled_msgs(p, head[g], results);
+            k = m;
+        }
+        grc[g] = 0;
+        gdone[g] = 0;
+        if (SL_LIKELY(k)) grc[g] = sl__shard_append(sh, p->grp, k, now, p->gseq, &gdone[g]);
+        if (SL_UNLIKELY(rl) && gdone[g] < k)
+            sl__rl_write_undo(sh, p->grp + gdone[g], k - gdone[g]);
         for (size_t j = 0; j < k; j++) p->seqs[p->grp[j].entry] = j < gdone[g] ? p->gseq[j] : 0;
         if (grc[g]) snprintf(p->gmsg[g], sizeof p->gmsg[g], "%s", sl__errtext());
         if (gdone[g]) glast[g] = p->gseq[gdone[g] - 1];
@@ -320,13 +380,18 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
             dm = p->dmsg[d];
             d++;
         }
-        size_t j = 0;
-        for (int32_t i = head[g]; i >= 0; i = p->next[i], j++) {
-            if (j < gdone[g] && dr == 0) {
+        size_t j = 0;                   /* the entry's place in the append */
+        for (int32_t i = head[g]; i >= 0; i = p->next[i]) {
+            if (SL_UNLIKELY(rl) && results[i].error) {
+                failed++;               /* failed at admission */
+                continue;
+            }
+            bool landed = j++ < gdone[g];
+            if (landed && dr == 0) {
                 result_ok(&results[i], p->shard_of[i], p->seqs[i]);
             } else {
-                sl__err(j < gdone[g] ? dr : grc[g], "%s", j < gdone[g] ? dm : p->gmsg[g]);
-                result_err(p, &results[i], (size_t)i, j < gdone[g] ? dr : grc[g]);
+                sl__err(landed ? dr : grc[g], "%s", landed ? dm : p->gmsg[g]);
+                result_err(p, &results[i], (size_t)i, landed ? dr : grc[g]);
                 failed++;
             }
         }

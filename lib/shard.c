@@ -70,11 +70,12 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
     if (s->wake_map)
         sh->wake = (uint32_t *)(void *)(s->wake_map + (size_t)(index % SL_WAKE_SLOTS) *
                                                   SL_WAKE_SLOT_BYTES);
-    return 0;
+    return sl__rl_init(sh);
 }
 
 void sl__shard_destroy(sl_shard *sh)
 {
+    sl__rl_destroy(sh);
     if (!sh->dir) return;
     sl__seg_discard(sh->spare);
     for (size_t i = 0; i < sh->nseg; i++) sl__seg_free(sh->segs[i]);
@@ -509,7 +510,8 @@ void sl__shard_counts(sl_shard *sh, uint64_t *records, uint64_t *payload)
 ** re-checks for data, and futex-waits on `notify`.  The writer publishes,
 ** then (after a full fence) looks at `waiters` and only if someone waits
 ** bumps `notify` and wakes them: no system call on the append path while
-** nobody waits. */
+** nobody waits.  A second pair, at SL_WAKE_ANY_OFF in slot 0, works the
+** same way for a commit to any shard (the read scheduler waits there). */
 void sl__shard_wake(sl_shard *sh)
 {
     uint32_t *w = sh->wake;
@@ -518,6 +520,12 @@ void sl__shard_wake(sl_shard *sh)
     if (__atomic_load_n(&w[1], __ATOMIC_RELAXED) != 0) {
         __atomic_fetch_add(&w[0], 1, __ATOMIC_SEQ_CST);
         sl__futex_wake(&w[0]);
+    }
+    /* the stream-wide pair, for schedulers waiting on many shards */
+    uint32_t *any = sh->s->wake_any;
+    if (__atomic_load_n(&any[1], __ATOMIC_RELAXED) != 0) {
+        __atomic_fetch_add(&any[0], 1, __ATOMIC_SEQ_CST);
+        sl__futex_wake(&any[0]);
     }
 }
 

@@ -444,6 +444,9 @@ static void stream_free(sl_stream *s)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->seq_mu);
     pthread_mutex_destroy(&s->prep_mu);
+    sl__faults_free(s);
+    pthread_mutex_destroy(&s->fault_mu);
+    pthread_mutex_destroy(&s->cons_mu);
     if (s->prep_cv_inited) pthread_cond_destroy(&s->prep_cv);
     free(s->root);
     free(s->dir);
@@ -536,14 +539,26 @@ done:
     return rc;
 }
 
+/* Version 1 of sl_open_opts ends at report_ctx: its rate fields must not
+** be read (the caller's struct may be shorter), and take their defaults. */
 static int opts_check(const sl_open_opts *opts)
 {
-    if (opts && opts->version != SL_OPEN_OPTS_VERSION)
+    if (opts && (opts->version < 1 || opts->version > SL_OPEN_OPTS_VERSION))
         return sl__err(SL_EINVAL, "sl_open_opts.version is %u; this library "
-                                  "knows version %u",
+                                  "knows versions 1..%u",
                        opts->version, SL_OPEN_OPTS_VERSION);
-    if (opts && (opts->flags & ~SL_OPEN_READONLY))
-        return sl__err(SL_EINVAL, "unknown sl_open_opts.flags 0x%x", opts->flags);
+    if (opts && (opts->flags & ~(SL_OPEN_READONLY | SL_OPEN_KDS_PROFILE)))
+        return sl__err(SL_EINVAL, "unknown sl_open_opts.flags 0x%x",
+                       opts->flags & ~(SL_OPEN_READONLY | SL_OPEN_KDS_PROFILE));
+    if (opts && opts->version >= 2) {
+        if ((unsigned)opts->rate_mode > SL_RATE_ENFORCE)
+            return sl__err(SL_EVALIDATION, "sl_open_opts.rate_mode %d is not a "
+                                           "rate mode", (int)opts->rate_mode);
+        if (opts->limits && opts->limits->version != SL_LIMITS_VERSION)
+            return sl__err(SL_EINVAL, "sl_limits.version is %u; this library "
+                                      "knows version %u (use SL_LIMITS_INIT)",
+                           opts->limits->version, SL_LIMITS_VERSION);
+    }
     if (opts && (unsigned)opts->durability > SL_DURABILITY_ALWAYS)
         return sl__err(SL_EVALIDATION, "sl_open_opts.durability %d is not a "
                                        "durability mode", (int)opts->durability);
@@ -570,8 +585,16 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->seq_mu, NULL);
     pthread_mutex_init(&s->prep_mu, NULL);
+    pthread_mutex_init(&s->fault_mu, NULL);
+    pthread_mutex_init(&s->cons_mu, NULL);
     s->readonly = opts && (opts->flags & SL_OPEN_READONLY);
     s->clock = (opts && opts->clock) ? *opts->clock : sl__real_clock;
+    /* rate accounting: resolved before the shards make their buckets */
+    bool v2 = opts && opts->version >= 2;
+    s->kds = opts && (opts->flags & SL_OPEN_KDS_PROFILE);
+    s->rate_mode = v2 ? opts->rate_mode : SL_RATE_DEFAULT;
+    if (s->rate_mode == SL_RATE_DEFAULT) s->rate_mode = s->kds ? SL_RATE_ENFORCE : SL_RATE_OFF;
+    sl__limits_resolve(&s->limits, v2 ? opts->limits : NULL);
     if (opts) {
         s->report = opts->report;
         s->report_ctx = opts->report_ctx;
@@ -617,7 +640,11 @@ static int open_common(sl_stream **out, const char *root, const char *name,
             if (__atomic_load_n(&w[1], __ATOMIC_RELAXED))
                 __atomic_store_n(&w[1], 0, __ATOMIC_RELAXED);
         }
+        uint32_t *any = (uint32_t *)(void *)(s->wake_map + SL_WAKE_ANY_OFF);
+        if (__atomic_load_n(&any[1], __ATOMIC_RELAXED))
+            __atomic_store_n(&any[1], 0, __ATOMIC_RELAXED);
     }
+    if (s->wake_map) s->wake_any = (uint32_t *)(void *)(s->wake_map + SL_WAKE_ANY_OFF);
 
     s->nshards = s->man.nshards;
     s->shards = calloc(s->nshards, sizeof *s->shards);
@@ -687,8 +714,8 @@ int sl_stream_close(sl_stream *s)
     if (!s) return 0;
     int n = atomic_load(&s->children);
     if (n > 0)
-        return sl__ret(s, sl__err(SL_EINUSE, "stream '%s' still has %d open "
-                                             "producer(s) or iterator(s)",
+        return sl__ret(s, sl__err(SL_EINUSE, "stream '%s' still has %d open producer(s), "
+                                             "iterator(s), consumer(s) or scheduler(s)",
                                   s->man.name, n));
     syncer_stop(s);
     int rc = 0;
