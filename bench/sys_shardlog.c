@@ -334,6 +334,76 @@ void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, d
     free(c.lat);
 }
 
+/* Through the scheduler: the handler runs on the scheduler's thread, which
+** sleeps on the stream-wide wake-up word until the writer's commit. */
+typedef struct wks_ctx {
+    sl_producer *p;                   /* the handler's, answering on shard 1 */
+    int seen, total;
+    bool pinned;
+    _Atomic uint64_t t0;
+    double *lat;
+} wks_ctx;
+
+static int wks_handler(void *ctx, const sl_delivery *d)
+{
+    uint64_t t1 = now_ns();
+    wks_ctx *c = ctx;
+    if (!c->pinned) c->pinned = pin_to(1) || true;
+    if (d->end) die("shardlog: wake-up: the subscription ended (%d, %d)", d->end, d->error);
+    if (d->count != 1) die("shardlog: wake-up: delivered %zu records, expected 1", d->count);
+    if (c->seen < c->total) c->lat[c->seen++] = (double)(t1 - atomic_load(&c->t0)) / 1e3;
+    sl_put_entry back = {"r", "x", 1, HK_SHARD1};
+    SLCHECK(sl_producer_put(c->p, &back, NULL), c->p, "sl_producer_put (handler)");
+    return 0;
+}
+
+void slb_wakeup_sub(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us)
+{
+    wks_ctx c = {.total = samples + WARM_SAMPLES};
+    c.lat = calloc((size_t)c.total, sizeof *c.lat);
+    if (!c.lat) die("out of memory");
+    sl_stream *s = create(dir, SL_DURABILITY_NONE);
+    sl_producer *p;
+    sl_iter *back;
+    sl_consumer *con;
+    sl_sched *sc;
+    sl_sub *sub;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open");
+    SLCHECK(sl_producer_open(&c.p, s), s, "sl_producer_open");
+    SLCHECK(sl_consumer_register(s, "efo", SL_CONSUMER_DEDICATED), s, "sl_consumer_register");
+    SLCHECK(sl_consumer_open(&con, s, "efo"), s, "sl_consumer_open");
+    SLCHECK(sl_sched_new(&sc, s), s, "sl_sched_new");
+    SLCHECK(sl_subscribe(&sub, sc, con, "shardId-000000000000", SL_ITER_LATEST, 0, 16,
+                         wks_handler, &c), s, "sl_subscribe");
+    SLCHECK(sl_iter_open(&back, s, "shardId-000000000001", SL_ITER_LATEST, 0), s,
+            "sl_iter_open");
+    SLCHECK(sl_sched_start(sc), s, "sl_sched_start");
+    pin_to(0);
+    sl_put_entry fwd = {"w", "x", 1, HK_SHARD0};
+    sl_record recs[4];
+    sl_read_result res;
+    for (int i = 0; i < c.total; i++) {
+        spin_ns(gap_ns);              /* let the scheduler fall asleep */
+        atomic_store(&c.t0, now_ns());
+        SLCHECK(sl_producer_put(p, &fwd, NULL), p, "sl_producer_put (writer)");
+        int rc = sl_iter_wait(back, 10000);
+        if (rc != 1) sl_die(rc < 0 ? rc : SL_EIO, back, "sl_iter_wait (writer)");
+        SLCHECK(sl_iter_read(back, recs, 4, &res), back, "sl_iter_read (writer)");
+    }
+    pin_restore();
+    SLCHECK(sl_sched_stop(sc), s, "sl_sched_stop");
+    sl_unsubscribe(sub);
+    sl_sched_free(sc);
+    SLCHECK(sl_consumer_close(con), s, "sl_consumer_close");
+    sl_iter_close(back);
+    sl_producer_close(c.p);
+    sl_producer_close(p);
+    close_stream(s);
+    if (c.seen != c.total) die("shardlog: wake-up: %d deliveries, expected %d", c.seen, c.total);
+    lat_stats(c.lat, c.total, med_us, p99_us);
+    free(c.lat);
+}
+
 /* The bare ping-pong: each side sets the turn under the mutex, unlocks and
 ** then signals (the faster order: the woken thread does not find the mutex
 ** still held). */

@@ -32,6 +32,9 @@ double slb_durable_sync(const char *dir, const keyset *ks, double seconds);
 double slb_durable_batch(const char *dir, const keyset *ks, double seconds);
 /* Commit -> sl_iter_wait wake-up latency, one-way, in microseconds. */
 void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us);
+/* The same through the read scheduler: a dedicated consumer's subscription
+** to shard 0, delivered by the scheduler's thread to a handler. */
+void slb_wakeup_sub(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us);
 void condvar_pingpong(int samples, uint64_t gap_ns, double *med_us, double *p99_us);
 /* Fill a stream to `bytes` of 1 KiB records in a child that then SIGKILLs
 ** itself; time the read-write sl_stream_open after it and after a clean
