@@ -51,9 +51,8 @@
 **   1. the sequence number must be a committed record of the shard: an
 **      AT_SEQUENCE_NUMBER iterator is opened (and closed) to check it;
 **   2. the shard's records up to it are made durable.  A writer handle runs
-**      sl__shard_sync (this process's sealed-unsynced and active segments)
-**      and fdatasyncs the segment files an earlier process wrote, which
-**      this process marks durable without knowing.  A read-only handle
+**      sl__shard_sync (its unsynced segments, including files an earlier
+**      process wrote, once).  A read-only handle
 **      fdatasyncs the segment files up to the one holding the record
 **      through descriptors of its own (the writer's mappings belong to
 **      another process; fsync through any descriptor writes back the
@@ -755,39 +754,20 @@ out:
 
 /* ---- durability of the data a checkpoint points to -------------------------- */
 
-/* fdatasync segment file `ordinal` of sh through a descriptor of our own.
-** *did: a sync was issued (a file last written in an earlier boot needs
-** none: what survived the reboot is on disk).  A file that is gone
-** (quarantined meanwhile) holds nothing to sync. */
+/* fdatasync segment file `ordinal` of sh through a descriptor of our own
+** (see sl__seg_file_sync). */
 static int sync_seg_file(sl_shard *sh, uint64_t ordinal, bool *did)
 {
-    *did = false;
     char *path = sl__seg_path(sh->dir, ordinal);
     if (!path) return sl__err(SL_ENOMEM, "syncing %s", sh->id);
-    int rc = 0;
-    int fd = sl__os.open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) {
-        if (errno != ENOENT) rc = sl__errno(SL_EIO, errno, "opening %s", path);
-        free(path);
-        return rc;
-    }
-    uint8_t b[8];
-    uint64_t boot = sl__boot_id();
-    bool earlier = boot && sl__os_pread_all(fd, b, sizeof b, SL_H_BOOT) == 0 &&
-                   sl__ld64(b) != 0 && sl__ld64(b) != boot;
-    if (!earlier) {
-        if (sl__os.fdatasync(fd) != 0) rc = sl__errno(SL_EIO, errno, "syncing %s", path);
-        else *did = true;
-    }
-    sl__os.close(fd);
+    int rc = sl__seg_file_sync(path, did);
     free(path);
     return rc;
 }
 
-/* Make the segment files of sh up to the one holding `seq` durable through
-** descriptors of our own: all of them for a read-only handle, those an
-** earlier process wrote (sealed ones) for a writer. */
-static int sync_seg_files(sl_consumer *c, sl_shard *sh, uint64_t seq, bool writer)
+/* A read-only handle: make the segment files of sh up to the one holding
+** `seq` durable through descriptors of our own. */
+static int sync_seg_files(sl_consumer *c, sl_shard *sh, uint64_t seq)
 {
     sl_seg *g;
     uint64_t off;
@@ -795,12 +775,6 @@ static int sync_seg_files(sl_consumer *c, sl_shard *sh, uint64_t seq, bool write
     if (rc || !g) return rc;
     uint64_t hold = g->ordinal;
     sl__shard_put_seg(sh, g);
-    uint64_t own = UINT64_MAX;          /* ordinals from here are this process's */
-    if (writer) {
-        pthread_mutex_lock(&sh->lock);
-        own = sh->first_own_ordinal;
-        pthread_mutex_unlock(&sh->lock);
-    }
     sl_ccount *cc = sl__consumer_count(c, sh->index);
     uint64_t done = 0, dir_done = 0;
     if (cc) {
@@ -816,10 +790,9 @@ static int sync_seg_files(sl_consumer *c, sl_shard *sh, uint64_t seq, bool write
     bool *sealed = malloc(cap * sizeof *sealed);
     for (size_t i = 0; ords && sealed && i < sh->nseg; i++) {
         sl_seg *x = sh->segs[i];
-        if (x->ordinal <= done || x->ordinal > hold || x->ordinal >= own) continue;
+        if (x->ordinal <= done || x->ordinal > hold) continue;
         /* all but the newest are sealed (older ones may be unread stubs) */
         bool is_sealed = i + 1 < sh->nseg || sl__seg_is_sealed(x);
-        if (writer && !is_sealed) continue;     /* the active one: sl__shard_sync's */
         ords[n] = x->ordinal;
         sealed[n++] = is_sealed;
     }
@@ -916,9 +889,9 @@ int sl_consumer_checkpoint(sl_consumer *c, const char *shard_id, uint64_t sequen
     sl_iter_close(it);
     /* the data first: a checkpoint is never durable before its record */
     if (c->s->readonly) {
-        rc = sync_seg_files(c, sh, sequence, false);
-    } else if ((rc = sl__shard_sync(sh)) == 0) {
-        rc = sync_seg_files(c, sh, sequence, true);
+        rc = sync_seg_files(c, sh, sequence);
+    } else {
+        rc = sl__shard_sync(sh);
     }
     if (rc == 0) rc = ckpt_write(c, sh, sequence);
     return sl__ret(c, rc);

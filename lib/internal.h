@@ -479,7 +479,13 @@ SL_HIDDEN int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
                                int64_t now_ms, uint64_t *seqs, size_t *done);
 /* Return once every record up to seq is durable in the shard's segments. */
 SL_HIDDEN int sl__shard_wait_durable(sl_shard *sh, uint64_t seq);
-/* Make everything committed so far durable (interval thread, stream sync). */
+/* fdatasync a segment file through a descriptor of our own (the page cache
+** is the file's, mappings included).  A file whose header says it was last
+** written in an earlier boot needs none: what survived the reboot is on
+** disk.  A missing file has nothing to sync.  *did: a sync was issued. */
+SL_HIDDEN int sl__seg_file_sync(const char *path, bool *did);
+/* Make everything committed so far durable (interval thread, stream sync),
+** including segment files an earlier writer left (synced once). */
 SL_HIDDEN int sl__shard_sync(sl_shard *sh);
 SL_HIDDEN void sl__shard_wake(sl_shard *sh);
 /* The preparer's work for one shard: populate pages ahead of the active

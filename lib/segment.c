@@ -1043,7 +1043,9 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
     }
     g->ordinal = ordinal;
     g->loaded = true;
-    g->durable = true;                  /* on disk before this process */
+    g->durable = false;                 /* maybe dirty pages of a crashed
+                                           writer: the next sync round
+                                           writes them (shard.c) */
     g->dir_durable = true;
     g->file_bytes = sl__ld64(h + 24);
     g->map_len = g->file_bytes;

@@ -119,7 +119,11 @@ static sl_seg *stub_new(sl_shard *sh, uint64_t ordinal)
         return NULL;
     }
     g->ordinal = ordinal;
-    g->durable = g->dir_durable = true;
+    /* written before this handle: its name is durable (the writer that
+    ** made it synced the directory, or a reboot since did), its data maybe
+    ** not (a writer in NONE mode that crashed leaves dirty pages; a sync
+    ** round writes them out with one fdatasync of the file) */
+    g->dir_durable = true;
     return g;
 }
 
@@ -139,7 +143,9 @@ static int ensure_loaded(sl_shard *sh, size_t i)
     sl_seg *g = NULL;
     int rc = sl__seg_open(&g, &c, stub->path, stub->ordinal, !sh->s->readonly, false, true);
     if (rc) return rc;
+    bool durable = stub->durable;
     sl__seg_free(stub);
+    if (g) g->durable |= durable;
     if (!g) {                                       /* unusable: drop it */
         memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
         sh->nseg--;
@@ -725,6 +731,45 @@ bool sl__shard_prepare(sl_shard *sh)
 
 /* ---- durability --------------------------------------------------------- */
 
+int sl__seg_file_sync(const char *path, bool *did)
+{
+    *did = false;
+    int fd = sl__os.open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) return errno == ENOENT ? 0 : sl__errno(SL_EIO, errno, "opening %s", path);
+    uint8_t b[8];
+    uint64_t boot = sl__boot_id();
+    bool earlier = boot && sl__os_pread_all(fd, b, sizeof b, SL_H_BOOT) == 0 &&
+                   sl__ld64(b) != 0 && sl__ld64(b) != boot;
+    int rc = 0;
+    if (!earlier) {
+        if (sl__os.fdatasync(fd) != 0) rc = sl__errno(SL_EIO, errno, "syncing %s", path);
+        else *did = true;
+    }
+    sl__os.close(fd);
+    return rc;
+}
+
+/* Segment files written before this handle opened (not mapped for
+** writing): sync each by path once (sl__seg_file_sync), then mark it
+** durable.  Frees paths. */
+static int sync_inherited(sl_shard *sh, char **paths, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool did;
+        if (rc == 0 && paths[i] && (rc = sl__seg_file_sync(paths[i], &did)) == 0) {
+            /* the list holds the file by path; its entry may have been
+            ** replaced (a stub loaded) meanwhile */
+            pthread_mutex_lock(&sh->seglock);
+            for (size_t k = 0; k < sh->nseg; k++)
+                if (strcmp(sh->segs[k]->path, paths[i]) == 0) sh->segs[k]->durable = true;
+            pthread_mutex_unlock(&sh->seglock);
+        }
+        free(paths[i]);
+    }
+    free(paths);
+    return rc;
+}
+
 /* One sync round.  Under the append lock (where roll-overs happen) take a
 ** consistent picture: the last sequence number, the active segment with its
 ** mark, and every sealed segment not yet synced (sealing syncs only in
@@ -746,12 +791,20 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     bool new_names = false;             /* segments created without a
                                            directory sync (not ALWAYS) */
     size_t nsnap = sh->nseg;
+    size_t ninh = 0;                    /* inherited files, synced by path */
+    char **inh = NULL;
     for (size_t i = 0; rc == 0 && i < sh->nseg; i++) {
         sl_seg *x = sh->segs[i];
         new_names |= !x->dir_durable;
-        if (x != act && x->writable && !x->durable && sl__seg_is_sealed(x) &&
-            (rc = pin_locked(sh, x)) == 0)
+        if (x == act || x->durable) continue;
+        if (!x->writable) {
+            if (!inh && !(inh = calloc(sh->nseg, sizeof *inh)))
+                rc = sl__err(SL_ENOMEM, "syncing %s", sh->id);
+            else if (!(inh[ninh++] = strdup(x->path)))
+                rc = sl__err(SL_ENOMEM, "syncing %s", sh->id);
+        } else if (sl__seg_is_sealed(x) && (rc = pin_locked(sh, x)) == 0) {
             todo[n++] = x;
+        }
     }
     if (rc == 0 && act) {
         sl__seg_mark(act, &m);
@@ -761,6 +814,7 @@ static int sync_round(sl_shard *sh, uint64_t *upto)
     pthread_mutex_unlock(&sh->lock);
     if (rc == 0 && new_names && sl__os_fsync_dir(sh->dir) != 0)
         rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
+    if (ninh) rc = sync_inherited(sh, inh, ninh, rc);
     for (size_t i = 0; i < n; i++) {
         if (rc == 0) rc = sl__seg_sync_sealed(todo[i]);
         pthread_mutex_lock(&sh->seglock);

@@ -510,6 +510,38 @@ static void always_survives_power_cut(void **state)
     free(shadow);
 }
 
+/* Segments a previous writer left (here: NONE mode, closed without a
+** sync, as a crash would) may hold dirty pages.  The next handle's
+** sl_stream_sync writes them out, one fdatasync per file, once. */
+static void sync_covers_inherited_segments(void **state)
+{
+    const char *root = *state;
+    tu_opts o = {.durability = SL_DURABILITY_NONE};
+    sl_stream *s = tu_create(root, "inh", &o);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    char data[1000];
+    memset(data, 'x', sizeof data);
+    for (int i = 0; i < 400; i++)                       /* 64 KiB segments: several */
+        assert_int_equal(sl_put(p, "k", data, sizeof data, NULL), 0);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+    int nseg = tu_nsegs(root, "inh", 0);
+    assert_true(nseg >= 4);
+
+    s = tu_open(root, "inh", &o);
+    counting_on();
+    assert_int_equal(sl_stream_sync(s), 0);
+    /* every inherited file (sealed ones by fdatasync; the newest, recovered
+    ** as the active segment, by msync) */
+    assert_true(atomic_load(&n_fdatasync) >= nseg - 1);
+    int first = atomic_load(&n_fdatasync);
+    assert_int_equal(sl_stream_sync(s), 0);
+    assert_true(atomic_load(&n_fdatasync) - first <= 1);   /* not again */
+    sl__os_reset();
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -524,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(group_commit_shares_a_sync, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_round_syncs_new_pages_only, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_survives_power_cut, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(sync_covers_inherited_segments, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }
