@@ -140,6 +140,12 @@ typedef struct sl_md5 sl_md5;
 SL_HIDDEN int sl__md5_new(sl_md5 **out);
 SL_HIDDEN void sl__md5_free(sl_md5 *m);
 SL_HIDDEN int sl__md5(sl_md5 *m, const void *data, size_t n, uint8_t out[16]);
+/* Eight one-block MD5s at once (each key <= 55 bytes), where the CPU can
+** (sl__md5_x8_ok: AVX2); callers fall back to sl__md5 otherwise. */
+#define SL_MD5_X8_KEY_MAX 55u
+SL_HIDDEN bool sl__md5_x8_ok(void);
+SL_HIDDEN void sl__md5_x8(const char *const keys[8], const size_t lens[8],
+                          uint8_t out[8][16]);
 
 /* ---- Records (record.c) -------------------------------------------------
 ** Framing: see the format comment at the top of segment.c. */

@@ -41,6 +41,8 @@ struct sl_producer {
     uint64_t *gseq;                   /* one shard's sequence numbers */
     char (*gmsg)[256];                /* a group's append error text */
     char (*dmsg)[256];                /* a group's sync error text */
+    uint8_t (*dig)[16];               /* MD5 of the entry's key, by entry, */
+    bool *has_dig;                    /* when computed eight at a time */
     /* grouping by shard without sorting or clearing: a shard's group is
     ** valid in this batch when its stamp is the batch's generation */
     uint32_t *stamp;
@@ -82,6 +84,8 @@ void sl_producer_close(sl_producer *p)
     free(p->gseq);
     free(p->gmsg);
     free(p->dmsg);
+    free(p->dig);
+    free(p->has_dig);
     free(p->stamp);
     free(p->group_of);
     free(p);
@@ -89,7 +93,7 @@ void sl_producer_close(sl_producer *p)
 
 /* Validate one entry and route it.  Fills *pd and *shard. */
 static int prepare(sl_producer *p, const sl_put_entry *e, sl_pending *pd,
-                   sl_shard **shard)
+                   sl_shard **shard, const uint8_t *digest)
 {
     sl_stream *s = p->s;
     size_t klen;
@@ -110,6 +114,8 @@ static int prepare(sl_producer *p, const sl_put_entry *e, sl_pending *pd,
         if ((rc = sl__u128_parse(&h, e->explicit_hash_key)) != 0) return rc;
     } else if (s->nroute == 1) {
         h = (sl_u128){0, 0};          /* one open shard: no need to hash */
+    } else if (digest) {
+        h = sl__u128_from_be(digest);
     } else {
         uint8_t d[16];
         if ((rc = sl__md5(p->md5, e->partition_key, klen, d)) != 0) return rc;
@@ -168,7 +174,7 @@ int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
     sl_pending pd;
     sl_shard *sh;
     int rc = sl__stream_check_writable(s);
-    if (rc == 0) rc = prepare(p, e, &pd, &sh);
+    if (rc == 0) rc = prepare(p, e, &pd, &sh, NULL);
     uint64_t seq = 0;
     size_t done = 0;
     int64_t retry = 0;
@@ -219,7 +225,12 @@ static int scratch(sl_producer *p)
         int32_t *next = malloc(n * sizeof *next);
         uint64_t *seqs = malloc(n * sizeof *seqs), *gseq = malloc(n * sizeof *gseq);
         char (*gmsg)[256] = malloc(n * sizeof *gmsg), (*dmsg)[256] = malloc(n * sizeof *dmsg);
-        if (!msgs || !pend || !grp || !shard_of || !next || !seqs || !gseq || !gmsg || !dmsg) {
+        uint8_t(*dig)[16] = malloc(n * sizeof *dig);
+        bool *has_dig = malloc(n * sizeof *has_dig);
+        if (!msgs || !pend || !grp || !shard_of || !next || !seqs || !gseq || !gmsg || !dmsg ||
+            !dig || !has_dig) {
+            free(dig);
+            free(has_dig);
             free(msgs);
             free(pend);
             free(grp);
@@ -240,6 +251,8 @@ static int scratch(sl_producer *p)
         p->shard_of = shard_of;
         p->next = next;
         p->seqs = seqs;
+        p->dig = dig;
+        p->has_dig = has_dig;
     }
     uint32_t *st = realloc(p->stamp, ns * sizeof *st);
     if (st) p->stamp = st;
@@ -261,6 +274,37 @@ static void throttled_msgs(sl_producer *p, int32_t head, sl_put_result *results)
         snprintf(p->msgs[i], MSG_MAX, "%s", text);
         results[i].error_message = p->msgs[i];
     }
+}
+
+/* Hash the batch's one-block partition keys eight at a time (before they
+** are validated: a key that then fails validation only cost its lane).
+** Returns whether any digest was computed (p->has_dig says which). */
+static bool hash_ahead(sl_producer *p, const sl_put_entry *entries, size_t n)
+{
+    if (n < 8 || p->s->nroute == 1 || !sl__md5_x8_ok()) return false;
+    const char *keys[8];
+    size_t lens[8], at[8], k = 0;
+    uint8_t out[8][16];
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        const sl_put_entry *e = &entries[i];
+        p->has_dig[i] = false;
+        if (!e->partition_key || e->explicit_hash_key) continue;
+        size_t len = strnlen(e->partition_key, SL_MD5_X8_KEY_MAX + 1);
+        if (len > SL_MD5_X8_KEY_MAX) continue;
+        keys[k] = e->partition_key;
+        lens[k] = len;
+        at[k++] = i;
+        if (k < 8) continue;
+        sl__md5_x8(keys, lens, out);
+        for (size_t j = 0; j < 8; j++) {
+            memcpy(p->dig[at[j]], out[j], 16);
+            p->has_dig[at[j]] = true;
+        }
+        k = 0;
+        any = true;
+    }
+    return any;                         /* the last few keys: sl__md5 */
 }
 
 int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
@@ -300,9 +344,11 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
     }
     bool faults = __atomic_load_n(&s->faults, __ATOMIC_ACQUIRE) != NULL;
     bool rl = s->rate_mode != SL_RATE_OFF;
+    bool dig = hash_ahead(p, entries, n);
     for (size_t i = 0; i < n; i++) {
         sl_shard *sh;
-        int r = prepare(p, &entries[i], &p->pend[i], &sh);
+        int r = prepare(p, &entries[i], &p->pend[i], &sh,
+                        dig && p->has_dig[i] ? p->dig[i] : NULL);
         if (SL_UNLIKELY(faults) && r == 0) r = sl__fault_put(s, sh, &p->pend[i]);
         if (r) {
             result_err(p, &results[i], i, r);
