@@ -242,11 +242,12 @@ void sl__md5_free(sl_md5 *m)
     free(m);
 }
 
-/* ---- eight MD5s at once ---------------------------------------------------
+/* ---- MD5s in parallel lanes ------------------------------------------------
 ** A PutRecords batch hashes up to 500 partition keys, and MD5's rounds are
 ** a long dependency chain that leaves most of a core idle.  With AVX2 the
-** rounds run on eight keys at once, one per 32-bit lane: about the cost of
-** two scalar MD5s for eight.  Only one-block keys (<= 55 bytes: a 16-byte
+** rounds run on eight keys at once, one per 32-bit lane (about the cost of
+** two scalar MD5s); with AVX-512 on sixteen, where a rotate and each round
+** function are one instruction.  Only one-block keys (<= 55 bytes: a 16-byte
 ** key, a UUID, a session id) go this way; longer ones take sl__md5.  The
 ** result is RFC 1321's, checked against libcrypto in test_hashkey. */
 
@@ -326,26 +327,92 @@ __attribute__((target("avx2"))) static void md5_x8_avx2(const uint32_t w[8][16],
         memcpy(out[l], v, 16);
     }
 }
-#define SL_MD5_X8 1
+
+#define MD5Z_ROTL(x, r) _mm512_rol_epi32((x), (r))
+#define MD5Z_F(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0xca)   /* b ? c : d */
+#define MD5Z_G(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0xe4)   /* d ? b : c */
+#define MD5Z_H(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0x96)   /* b ^ c ^ d */
+#define MD5Z_I(b, c, d) _mm512_ternarylogic_epi32((b), (c), (d), 0x39)   /* c ^ (b | ~d) */
+#define MD5Z_STEP(f, a, b, c, d, g, k, r)                                          \
+    (a) = _mm512_add_epi32((b),                                                  \
+              MD5Z_ROTL(_mm512_add_epi32(_mm512_add_epi32((a), f((b), (c), (d))),  \
+                                        _mm512_add_epi32(m[g], _mm512_set1_epi32((int)(k)))), r))
+
+__attribute__((target("avx512f"))) static void md5_x16_avx512(const uint32_t w[16][16],
+                                                              uint8_t out[16][16])
+{
+    __m512i m[16];
+    /* word j of every lane: a gather of 16 words 16 apart */
+    const __m512i lane = _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80,
+                                          64, 48, 32, 16, 0);
+    for (int j = 0; j < 16; j++) m[j] = _mm512_i32gather_epi32(lane, &w[0][j], 4);
+    const __m512i a0 = _mm512_set1_epi32(0x67452301), b0 = _mm512_set1_epi32((int)0xefcdab89u),
+                  c0 = _mm512_set1_epi32((int)0x98badcfeu), d0 = _mm512_set1_epi32(0x10325476);
+    __m512i a = a0, b = b0, c = c0, d = d0;
+    MD5Z_STEP(MD5Z_F, a, b, c, d, 0, 0xd76aa478u, 7);   MD5Z_STEP(MD5Z_F, d, a, b, c, 1, 0xe8c7b756u, 12);
+    MD5Z_STEP(MD5Z_F, c, d, a, b, 2, 0x242070dbu, 17);  MD5Z_STEP(MD5Z_F, b, c, d, a, 3, 0xc1bdceeeu, 22);
+    MD5Z_STEP(MD5Z_F, a, b, c, d, 4, 0xf57c0fafu, 7);   MD5Z_STEP(MD5Z_F, d, a, b, c, 5, 0x4787c62au, 12);
+    MD5Z_STEP(MD5Z_F, c, d, a, b, 6, 0xa8304613u, 17);  MD5Z_STEP(MD5Z_F, b, c, d, a, 7, 0xfd469501u, 22);
+    MD5Z_STEP(MD5Z_F, a, b, c, d, 8, 0x698098d8u, 7);   MD5Z_STEP(MD5Z_F, d, a, b, c, 9, 0x8b44f7afu, 12);
+    MD5Z_STEP(MD5Z_F, c, d, a, b, 10, 0xffff5bb1u, 17); MD5Z_STEP(MD5Z_F, b, c, d, a, 11, 0x895cd7beu, 22);
+    MD5Z_STEP(MD5Z_F, a, b, c, d, 12, 0x6b901122u, 7);  MD5Z_STEP(MD5Z_F, d, a, b, c, 13, 0xfd987193u, 12);
+    MD5Z_STEP(MD5Z_F, c, d, a, b, 14, 0xa679438eu, 17); MD5Z_STEP(MD5Z_F, b, c, d, a, 15, 0x49b40821u, 22);
+    MD5Z_STEP(MD5Z_G, a, b, c, d, 1, 0xf61e2562u, 5);   MD5Z_STEP(MD5Z_G, d, a, b, c, 6, 0xc040b340u, 9);
+    MD5Z_STEP(MD5Z_G, c, d, a, b, 11, 0x265e5a51u, 14); MD5Z_STEP(MD5Z_G, b, c, d, a, 0, 0xe9b6c7aau, 20);
+    MD5Z_STEP(MD5Z_G, a, b, c, d, 5, 0xd62f105du, 5);   MD5Z_STEP(MD5Z_G, d, a, b, c, 10, 0x02441453u, 9);
+    MD5Z_STEP(MD5Z_G, c, d, a, b, 15, 0xd8a1e681u, 14); MD5Z_STEP(MD5Z_G, b, c, d, a, 4, 0xe7d3fbc8u, 20);
+    MD5Z_STEP(MD5Z_G, a, b, c, d, 9, 0x21e1cde6u, 5);   MD5Z_STEP(MD5Z_G, d, a, b, c, 14, 0xc33707d6u, 9);
+    MD5Z_STEP(MD5Z_G, c, d, a, b, 3, 0xf4d50d87u, 14);  MD5Z_STEP(MD5Z_G, b, c, d, a, 8, 0x455a14edu, 20);
+    MD5Z_STEP(MD5Z_G, a, b, c, d, 13, 0xa9e3e905u, 5);  MD5Z_STEP(MD5Z_G, d, a, b, c, 2, 0xfcefa3f8u, 9);
+    MD5Z_STEP(MD5Z_G, c, d, a, b, 7, 0x676f02d9u, 14);  MD5Z_STEP(MD5Z_G, b, c, d, a, 12, 0x8d2a4c8au, 20);
+    MD5Z_STEP(MD5Z_H, a, b, c, d, 5, 0xfffa3942u, 4);   MD5Z_STEP(MD5Z_H, d, a, b, c, 8, 0x8771f681u, 11);
+    MD5Z_STEP(MD5Z_H, c, d, a, b, 11, 0x6d9d6122u, 16); MD5Z_STEP(MD5Z_H, b, c, d, a, 14, 0xfde5380cu, 23);
+    MD5Z_STEP(MD5Z_H, a, b, c, d, 1, 0xa4beea44u, 4);   MD5Z_STEP(MD5Z_H, d, a, b, c, 4, 0x4bdecfa9u, 11);
+    MD5Z_STEP(MD5Z_H, c, d, a, b, 7, 0xf6bb4b60u, 16);  MD5Z_STEP(MD5Z_H, b, c, d, a, 10, 0xbebfbc70u, 23);
+    MD5Z_STEP(MD5Z_H, a, b, c, d, 13, 0x289b7ec6u, 4);  MD5Z_STEP(MD5Z_H, d, a, b, c, 0, 0xeaa127fau, 11);
+    MD5Z_STEP(MD5Z_H, c, d, a, b, 3, 0xd4ef3085u, 16);  MD5Z_STEP(MD5Z_H, b, c, d, a, 6, 0x04881d05u, 23);
+    MD5Z_STEP(MD5Z_H, a, b, c, d, 9, 0xd9d4d039u, 4);   MD5Z_STEP(MD5Z_H, d, a, b, c, 12, 0xe6db99e5u, 11);
+    MD5Z_STEP(MD5Z_H, c, d, a, b, 15, 0x1fa27cf8u, 16); MD5Z_STEP(MD5Z_H, b, c, d, a, 2, 0xc4ac5665u, 23);
+    MD5Z_STEP(MD5Z_I, a, b, c, d, 0, 0xf4292244u, 6);   MD5Z_STEP(MD5Z_I, d, a, b, c, 7, 0x432aff97u, 10);
+    MD5Z_STEP(MD5Z_I, c, d, a, b, 14, 0xab9423a7u, 15); MD5Z_STEP(MD5Z_I, b, c, d, a, 5, 0xfc93a039u, 21);
+    MD5Z_STEP(MD5Z_I, a, b, c, d, 12, 0x655b59c3u, 6);  MD5Z_STEP(MD5Z_I, d, a, b, c, 3, 0x8f0ccc92u, 10);
+    MD5Z_STEP(MD5Z_I, c, d, a, b, 10, 0xffeff47du, 15); MD5Z_STEP(MD5Z_I, b, c, d, a, 1, 0x85845dd1u, 21);
+    MD5Z_STEP(MD5Z_I, a, b, c, d, 8, 0x6fa87e4fu, 6);   MD5Z_STEP(MD5Z_I, d, a, b, c, 15, 0xfe2ce6e0u, 10);
+    MD5Z_STEP(MD5Z_I, c, d, a, b, 6, 0xa3014314u, 15);  MD5Z_STEP(MD5Z_I, b, c, d, a, 13, 0x4e0811a1u, 21);
+    MD5Z_STEP(MD5Z_I, a, b, c, d, 4, 0xf7537e82u, 6);   MD5Z_STEP(MD5Z_I, d, a, b, c, 11, 0xbd3af235u, 10);
+    MD5Z_STEP(MD5Z_I, c, d, a, b, 2, 0x2ad7d2bbu, 15);  MD5Z_STEP(MD5Z_I, b, c, d, a, 9, 0xeb86d391u, 21);
+    uint32_t r[4][16];
+    _mm512_storeu_si512(r[0], _mm512_add_epi32(a, a0));
+    _mm512_storeu_si512(r[1], _mm512_add_epi32(b, b0));
+    _mm512_storeu_si512(r[2], _mm512_add_epi32(c, c0));
+    _mm512_storeu_si512(r[3], _mm512_add_epi32(d, d0));
+    _mm256_zeroupper();
+    for (int l = 0; l < 16; l++) {
+        uint32_t v[4] = {r[0][l], r[1][l], r[2][l], r[3][l]};   /* little-endian digest */
+        memcpy(out[l], v, 16);
+    }
+}
+#define SL_MD5_SIMD 1
 #endif
 
-bool sl__md5_x8_ok(void)
+int sl__md5_lanes(void)
 {
-#ifdef SL_MD5_X8
-    return __builtin_cpu_supports("avx2");
-#else
-    return false;
+#ifdef SL_MD5_SIMD
+    if (__builtin_cpu_supports("avx512f")) return 16;
+    if (__builtin_cpu_supports("avx2")) return 8;
 #endif
+    return 0;
 }
 
-void sl__md5_x8(const char *const keys[8], const size_t lens[8], uint8_t out[8][16])
+void sl__md5_lanes_run(int lanes, const char *const *keys, const size_t *lens,
+                       uint8_t (*out)[16])
 {
-    uint32_t w[8][16];
-    for (int l = 0; l < 8; l++) md5_pad1(w[l], keys[l], lens[l]);
-#ifdef SL_MD5_X8
-    md5_x8_avx2((const uint32_t(*)[16])w, out);
+    uint32_t w[16][16];
+    for (int l = 0; l < lanes; l++) md5_pad1(w[l], keys[l], lens[l]);
+#ifdef SL_MD5_SIMD
+    if (lanes == 16) md5_x16_avx512((const uint32_t(*)[16])w, out);
+    else md5_x8_avx2((const uint32_t(*)[16])w, out);
 #else
-    (void)w;
     (void)out;
 #endif
 }

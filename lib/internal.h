@@ -140,12 +140,12 @@ typedef struct sl_md5 sl_md5;
 SL_HIDDEN int sl__md5_new(sl_md5 **out);
 SL_HIDDEN void sl__md5_free(sl_md5 *m);
 SL_HIDDEN int sl__md5(sl_md5 *m, const void *data, size_t n, uint8_t out[16]);
-/* Eight one-block MD5s at once (each key <= 55 bytes), where the CPU can
-** (sl__md5_x8_ok: AVX2); callers fall back to sl__md5 otherwise. */
-#define SL_MD5_X8_KEY_MAX 55u
-SL_HIDDEN bool sl__md5_x8_ok(void);
-SL_HIDDEN void sl__md5_x8(const char *const keys[8], const size_t lens[8],
-                          uint8_t out[8][16]);
+/* One-block MD5s (each key <= 55 bytes) in parallel lanes: sl__md5_lanes()
+** is 16 (AVX-512), 8 (AVX2) or 0 (use sl__md5); run takes that many keys. */
+#define SL_MD5_LANE_KEY_MAX 55u
+SL_HIDDEN int sl__md5_lanes(void);
+SL_HIDDEN void sl__md5_lanes_run(int lanes, const char *const *keys, const size_t *lens,
+                                 uint8_t (*out)[16]);
 
 /* ---- Records (record.c) -------------------------------------------------
 ** Framing: see the format comment at the top of segment.c. */
@@ -719,6 +719,7 @@ struct sl_stream {
     sl_shard **shards;                /* by index; NULL for unknown */
     size_t nshards;
     sl_shard **route;                 /* open shards sorted by start */
+    sl_u128 *route_start;             /* their starts, in one array */
     size_t nroute;
 
     int lock_fd;                      /* writer lock, -1 for readers */

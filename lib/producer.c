@@ -276,28 +276,29 @@ static void throttled_msgs(sl_producer *p, int32_t head, sl_put_result *results)
     }
 }
 
-/* Hash the batch's one-block partition keys eight at a time (before they
+/* Hash the batch's one-block partition keys in parallel lanes (before they
 ** are validated: a key that then fails validation only cost its lane).
 ** Returns whether any digest was computed (p->has_dig says which). */
 static bool hash_ahead(sl_producer *p, const sl_put_entry *entries, size_t n)
 {
-    if (n < 8 || p->s->nroute == 1 || !sl__md5_x8_ok()) return false;
-    const char *keys[8];
-    size_t lens[8], at[8], k = 0;
-    uint8_t out[8][16];
+    int lanes = p->s->nroute > 1 ? sl__md5_lanes() : 0;
+    if (!lanes || n < (size_t)lanes) return false;
+    const char *keys[16];
+    size_t lens[16], at[16], k = 0;
+    uint8_t out[16][16];
     bool any = false;
     for (size_t i = 0; i < n; i++) {
         const sl_put_entry *e = &entries[i];
         p->has_dig[i] = false;
         if (!e->partition_key || e->explicit_hash_key) continue;
-        size_t len = strnlen(e->partition_key, SL_MD5_X8_KEY_MAX + 1);
-        if (len > SL_MD5_X8_KEY_MAX) continue;
+        size_t len = strnlen(e->partition_key, SL_MD5_LANE_KEY_MAX + 1);
+        if (len > SL_MD5_LANE_KEY_MAX) continue;
         keys[k] = e->partition_key;
         lens[k] = len;
         at[k++] = i;
-        if (k < 8) continue;
-        sl__md5_x8(keys, lens, out);
-        for (size_t j = 0; j < 8; j++) {
+        if (k < (size_t)lanes) continue;
+        sl__md5_lanes_run(lanes, keys, lens, out);
+        for (size_t j = 0; j < k; j++) {
             memcpy(p->dig[at[j]], out[j], 16);
             p->has_dig[at[j]] = true;
         }

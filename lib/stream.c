@@ -279,18 +279,36 @@ static int build_route(sl_stream *s)
                                     "cover the hash key space exactly",
                        s->man.name);
     }
+    sl_u128 *st = malloc(n * sizeof *st);
+    if (!st) {
+        free(r);
+        return sl__err(SL_ENOMEM, "building the shard map");
+    }
+    for (size_t i = 0; i < n; i++) st[i] = r[i]->start;
     free(s->route);
+    free(s->route_start);
     s->route = r;
+    s->route_start = st;
     s->nroute = n;
     return 0;
 }
 
 sl_shard *sl__stream_route(sl_stream *s, sl_u128 h)
 {
-    size_t lo = 0, hi = s->nroute;
+    const sl_u128 *st = s->route_start;
+    size_t n = s->nroute;
+    if (n <= 16) {
+        /* count the starts <= h, without branches: a hash key is random,
+        ** so a binary search mispredicts about once per level */
+        size_t k = 0;
+        for (size_t i = 1; i < n; i++)
+            k += (st[i].hi < h.hi) | ((st[i].hi == h.hi) & (st[i].lo <= h.lo));
+        return s->route[k];
+    }
+    size_t lo = 0, hi = n;
     while (hi - lo > 1) {               /* last shard whose start <= h */
         size_t mid = lo + (hi - lo) / 2;
-        if (sl__u128_cmp(s->route[mid]->start, h) <= 0) lo = mid;
+        if (sl__u128_cmp(st[mid], h) <= 0) lo = mid;
         else hi = mid;
     }
     return s->route[lo];
@@ -437,6 +455,7 @@ static void stream_free(sl_stream *s)
     }
     free(s->shards);
     free(s->route);
+    free(s->route_start);
     if (s->wake_map) sl__os.munmap(s->wake_map, WAKE_BYTES);
     if (s->seq_fd >= 0) sl__os.close(s->seq_fd);
     if (s->lock_fd >= 0) sl__os.close(s->lock_fd);   /* releases the lock */

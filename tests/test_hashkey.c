@@ -391,8 +391,8 @@ static void vectors_routing_streams(void **state)
     json_decref(root);
 }
 
-/* PutRecords hashes one-block keys eight at a time (AVX2): the routing must
-** be the vectors' all the same, in batches of every size. */
+/* PutRecords hashes one-block keys in parallel lanes (AVX2, AVX-512): the
+** routing must be the vectors' all the same, in batches of every size. */
 static void vectors_routing_batches(void **state)
 {
     const char *root_dir = *state;
@@ -409,10 +409,10 @@ static void vectors_routing_batches(void **state)
         sl_stream *s = tu_create(root_dir, name, &o);
         sl_producer *p;
         assert_int_equal(sl_producer_open(&p, s), 0);
-        size_t sizes[4] = {500, 8, 13, 1};
+        size_t sizes[5] = {500, 8, 16, 13, 1};
         size_t at = 0;
         for (size_t b = 0; at < nkeys; b++) {
-            size_t m = sizes[b % 4];
+            size_t m = sizes[b % 5];
             if (m > nkeys - at) m = nkeys - at;
             sl_put_entry e[500];
             sl_put_result r[500];
@@ -440,11 +440,13 @@ static void vectors_routing_batches(void **state)
     json_decref(root);
 }
 
-/* The eight-lane MD5 against libcrypto, every one-block length. */
-static void md5_x8_matches_libcrypto(void **state)
+/* The lane MD5s against libcrypto, every one-block length, at every width
+** this CPU has. */
+static void md5_lanes_match_libcrypto(void **state)
 {
     (void)state;
-    if (!sl__md5_x8_ok()) {
+    int top = sl__md5_lanes();
+    if (!top) {
         /* no AVX2 on this CPU: the library uses sl__md5 only, which the
         ** vectors above check; nothing else to compare */
         skip();
@@ -452,26 +454,69 @@ static void md5_x8_matches_libcrypto(void **state)
     sl_md5 *m;
     assert_int_equal(sl__md5_new(&m), 0);
     uint64_t x = 0x9e3779b97f4a7c15ull;
-    char buf[8][SL_MD5_X8_KEY_MAX + 1];
-    for (int round = 0; round < 64; round++) {
-        const char *keys[8];
-        size_t lens[8];
-        for (int l = 0; l < 8; l++) {
-            lens[l] = (size_t)(round * 8 + l) % (SL_MD5_X8_KEY_MAX + 1);
-            for (size_t i = 0; i < lens[l]; i++) {
-                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-                buf[l][i] = (char)x;
+    char buf[16][SL_MD5_LANE_KEY_MAX + 1];
+    for (int lanes = 8; lanes <= top; lanes *= 2) {
+        for (int round = 0; round < 64; round++) {
+            const char *keys[16];
+            size_t lens[16];
+            for (int l = 0; l < lanes; l++) {
+                lens[l] = (size_t)(round * lanes + l) % (SL_MD5_LANE_KEY_MAX + 1);
+                for (size_t i = 0; i < lens[l]; i++) {
+                    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                    buf[l][i] = (char)x;
+                }
+                keys[l] = buf[l];
             }
-            keys[l] = buf[l];
-        }
-        uint8_t got[8][16], want[16];
-        sl__md5_x8(keys, lens, got);
-        for (int l = 0; l < 8; l++) {
-            assert_int_equal(sl__md5(m, keys[l], lens[l], want), 0);
-            assert_memory_equal(got[l], want, 16);
+            uint8_t got[16][16], want[16];
+            sl__md5_lanes_run(lanes, keys, lens, got);
+            for (int l = 0; l < lanes; l++) {
+                assert_int_equal(sl__md5(m, keys[l], lens[l], want), 0);
+                assert_memory_equal(got[l], want, 16);
+            }
         }
     }
     sl__md5_free(m);
+}
+
+/* Routing by ranges on a stream of more shards than the branch-free scan
+** covers (16): each key lands in the shard whose range holds its MD5. */
+static void routing_many_shards(void **state)
+{
+    const char *root_dir = *state;
+    tu_opts o = {.shards = 37};
+    sl_stream *s = tu_create(root_dir, "many", &o);
+    sl_shard_list *l;
+    assert_int_equal(sl_stream_list_shards(&l, s), 0);
+    uint8_t lo[37][16], hi[37][16];
+    for (size_t i = 0; i < l->count; i++) {
+        assert_int_equal(sl_hash_key_parse(lo[i], l->shards[i].starting_hash_key), 0);
+        assert_int_equal(sl_hash_key_parse(hi[i], l->shards[i].ending_hash_key), 0);
+    }
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    char keys[500][24];
+    sl_put_entry e[500];
+    sl_put_result r[500];
+    for (int i = 0; i < 500; i++) {
+        snprintf(keys[i], sizeof keys[i], "user-%d", i * 7919);
+        e[i] = (sl_put_entry){keys[i], "x", 1, NULL};
+    }
+    size_t failed;
+    assert_int_equal(sl_producer_put_batch(p, e, 500, r, &failed), 0);
+    assert_int_equal(failed, 0);
+    for (int i = 0; i < 500; i++) {
+        uint8_t h[16];
+        assert_int_equal(sl_hash_partition_key(h, keys[i]), 0);
+        uint32_t k = r[i].shard_index;
+        assert_true(k < 37);
+        assert_true(memcmp(lo[k], h, 16) <= 0 && memcmp(h, hi[k], 16) <= 0);
+        sl_put_result one;
+        assert_int_equal(sl_producer_put(p, &e[i], &one), 0);
+        assert_int_equal(one.shard_index, k);
+    }
+    sl_shard_list_free(l);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
 }
 
 /* ---- explicit hash keys ----------------------------------------------------- */
@@ -905,7 +950,8 @@ int main(void)
         cmocka_unit_test(vectors_routing_by_split),
         cmocka_unit_test_setup_teardown(vectors_routing_streams, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(vectors_routing_batches, tu_setup, tu_teardown),
-        cmocka_unit_test(md5_x8_matches_libcrypto),
+        cmocka_unit_test(md5_lanes_match_libcrypto),
+        cmocka_unit_test_setup_teardown(routing_many_shards, tu_setup, tu_teardown),
         cmocka_unit_test(hash_key_parse_valid),
         cmocka_unit_test(hash_key_parse_invalid),
         cmocka_unit_test_setup_teardown(explicit_hash_key_boundaries, tu_setup, tu_teardown),
