@@ -217,6 +217,7 @@ typedef struct sl_shard_rl sl_shard_rl;
 typedef struct sl_gc {
     pthread_mutex_t mu;
     bool leading;                     /* a leader is running rounds */
+    bool spin;                        /* a lone waiter spins first (SMP) */
     uint64_t done;                    /* every target up to here is durable */
     struct sl_waiter *waiters;
 } sl_gc;
