@@ -224,6 +224,14 @@ typedef enum sl_durability {
     SL_DURABILITY_ALWAYS = 3
 } sl_durability;
 
+/* What a stream does when its size cap is reached (see RETENTION). */
+typedef enum sl_cap_policy {
+    SL_CAP_DEFAULT = 0,              /* DROP_OLDEST */
+    SL_CAP_DROP_OLDEST = 1,          /* delete the oldest sealed segments */
+    SL_CAP_REFUSE = 2                /* fail puts with SL_ENOSPC until space
+                                        frees (retention, a higher cap) */
+} sl_cap_policy;
+
 /* Tags: keys 1..128 and values 0..256 characters of valid UTF-8 without
 ** control characters; keys are unique and may not start with "aws:". */
 typedef struct sl_tag {
@@ -233,7 +241,7 @@ typedef struct sl_tag {
 
 /* The fields of Terraform's aws_kinesis_stream, plus storage settings.
 ** Zero fields take the defaults noted.  Only read during the call. */
-#define SL_STREAM_CONFIG_VERSION 1
+#define SL_STREAM_CONFIG_VERSION 2
 typedef struct sl_stream_config {
     uint32_t version;                /* SL_STREAM_CONFIG_VERSION */
     const char *name;                /* [a-zA-Z0-9_.-]{1,128}; required */
@@ -248,10 +256,13 @@ typedef struct sl_stream_config {
     uint64_t segment_bytes;          /* 64 KiB..4 GiB; 0: 64 MiB */
     sl_durability durability;        /* 0: INTERVAL */
     uint32_t sync_interval_ms;       /* INTERVAL period; 0: 1000 */
+    /* version 2 */
+    uint64_t size_cap_bytes;         /* 0: none; else >= 2 segments/shard */
+    sl_cap_policy size_cap_policy;
 } sl_stream_config;
 #define SL_STREAM_CONFIG_INIT {SL_STREAM_CONFIG_VERSION, NULL, 0, 0, \
     SL_STREAM_MODE_DEFAULT, SL_ENCRYPTION_DEFAULT, NULL, NULL, 0, 0, 0, \
-    SL_DURABILITY_DEFAULT, 0}
+    SL_DURABILITY_DEFAULT, 0, 0, SL_CAP_DEFAULT}
 
 /* SL_OPEN_READONLY: follow a writer; never modify the stream's data.
 **   Consumer registrations and checkpoints (the consumers/ directory) may
@@ -391,6 +402,9 @@ typedef struct sl_stream_desc {
     const char *kms_key_id;          /* "" if none */
     uint32_t max_record_size_kib;
     uint64_t segment_bytes;
+    uint64_t size_cap_bytes;         /* 0: none */
+    sl_cap_policy size_cap_policy;
+    uint64_t disk_bytes;             /* segment files on disk now */
     sl_durability durability;        /* in effect for this handle */
     uint32_t sync_interval_ms;
     int64_t created_ms;
@@ -410,6 +424,58 @@ typedef struct sl_shard_list {
 } sl_shard_list;
 SL_API int sl_stream_list_shards(sl_shard_list **out, sl_stream *s);
 SL_API void sl_shard_list_free(sl_shard_list *list);
+
+/* ---- Retention and maintenance -------------------------------------------
+** RETENTION.  A record expires once the stream's clock is retention_hours
+** past its arrival time (now - arrival_ms >= retention): from then on no
+** reader sees it.  TRIM_HORIZON starts after the expired records; an
+** iterator whose next record expired gets SL_ETRIMMED from sl_iter_read
+** (open a new one, e.g. TRIM_HORIZON); AT/AFTER_SEQUENCE_NUMBER of an
+** expired record and a checkpoint followed by expired records report
+** SL_ETRIMMED; AT_TIMESTAMP older than the horizon starts at it.  Raising
+** the period does not revive what had expired; lowering it takes effect at
+** once.  Sequence numbers are never reused, whatever was removed.
+** Maintenance (sl_stream_maintain, or its thread) deletes the segment files
+** whose records have all expired -- sealing an active segment first once
+** all of its records have -- and enforces the size cap.  Readers keep the
+** records they hold: a segment is unmapped when its last reader moves on.
+** SIZE CAP.  size_cap_bytes bounds the stream's segment files on disk.
+** Usage may pass it by at most one segment per shard (a segment is
+** allocated whole).  DROP_OLDEST deletes the oldest sealed segments, by
+** arrival time, across shards, as new ones are needed (so a stalled
+** consumer may find its position trimmed); REFUSE fails a put that needs
+** a new segment with SL_ENOSPC until maintenance frees space. */
+
+/* Increase/DecreaseStreamRetentionPeriod: 24..8760 hours; increase refuses
+** a smaller value and decrease a larger one (SL_EINVAL), as Kinesis does.
+** Durable (the manifest is rewritten) and immediate. */
+SL_API int sl_stream_increase_retention(sl_stream *s, uint32_t hours);
+SL_API int sl_stream_decrease_retention(sl_stream *s, uint32_t hours);
+/* Set or clear (bytes 0) the size cap; durable and immediate. */
+SL_API int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes,
+                                  sl_cap_policy policy);
+
+typedef struct sl_maint_stats {
+    uint64_t segments_deleted;       /* expired, or dropped for the cap */
+    uint64_t segments_dropped;       /* of which for the cap */
+    uint64_t segments_sealed;        /* active segments sealed, expired */
+    uint64_t bytes_freed;
+    uint64_t damaged_skipped;        /* segments that could not be judged */
+    uint64_t disk_bytes;             /* segment files on disk afterwards */
+} sl_maint_stats;
+/* Called between steps; return non-zero to stop early. */
+typedef int (*sl_maint_fn)(void *ctx, const sl_maint_stats *st);
+
+/* Run maintenance on the caller's thread for at most budget_ms (real
+** time; <0 no limit), one segment at a time, never holding a lock the
+** append path needs for longer than a list update.  A writer handle only.
+** @return 0 done, 1 the budget (or fn) stopped it with work left, or
+**         SL_EREADONLY, SL_EIO.  *out (may be NULL) counts this call. */
+SL_API int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn,
+                              void *ctx, sl_maint_stats *out);
+/* A thread that runs maintenance every period_ms (real time; 0: 1000). */
+SL_API int sl_stream_maintain_start(sl_stream *s, uint32_t period_ms);
+SL_API int sl_stream_maintain_stop(sl_stream *s);
 
 /* ---- Hash keys and sequence numbers -------------------------------------
 ** A hash key is a 128-bit unsigned integer, here as 16 big-endian bytes. */

@@ -827,53 +827,30 @@ static int sync_seg_files(sl_consumer *c, sl_shard *sh, uint64_t seq)
 
 /* ---- checkpoints ---------------------------------------------------------- */
 
-/* The oldest record of the shard still on disk: 1 (*seq set), 0 the shard
-** holds no record, 2 unknown (its first record is damaged). */
-static int oldest_seq(sl_shard *sh, uint64_t *seq)
-{
-    uint64_t after = 0;
-    for (;;) {
-        sl_seg *g;
-        int rc = sl__shard_get_seg(sh, after, &g);
-        if (rc) return rc;
-        if (!g) return 0;
-        uint64_t end = sl__seg_visible_end(g);
-        sl_recview v;
-        int r = end > SL_SEG_HDR
-                    ? sl__rec_parse(g->base + SL_SEG_HDR, end - SL_SEG_HDR, false, &v)
-                    : SL_REC_END;
-        bool sealed = sl__seg_is_sealed(g);
-        uint64_t first = g->first_seq, count = g->count;
-        after = g->ordinal;
-        sl__shard_put_seg(sh, g);
-        if (r == SL_REC_OK) {
-            *seq = v.seq;
-            return 1;
-        }
-        if (r == SL_REC_BAD) {
-            if (!sealed || !count) return 2;
-            *seq = first;
-            return 1;
-        }
-        /* an empty segment: the next one */
-    }
-}
-
-/* SL_ETRIMMED if the record at `seq` is older than anything left. */
+/* SL_ETRIMMED if records after the checkpoint at `seq` were removed
+** (deleted segments: the shard's gone_seq) or have expired (the next record
+** is at or before the horizon).  Resuming right after an expired or deleted
+** checkpoint loses nothing when what follows is still there. */
 static int trim_check(sl_consumer *c, sl_shard *sh, uint64_t seq)
 {
-    uint64_t first = 0;
-    int r = oldest_seq(sh, &first);
-    if (r < 0) return r;
-    if (r == 0 || (r == 1 && seq < first)) {
-        char a[SL_SEQ_STR_MAX], b[SL_SEQ_STR_MAX];
-        return sl__err(SL_ETRIMMED, "checkpoint %s of consumer '%s' in shard %s is no "
-                                    "longer available: %s%s",
-                       sl_seq_format(a, seq), c->info.name, sh->id,
-                       r == 0 ? "the shard holds no records" : "the oldest record is ",
-                       r == 0 ? "" : sl_seq_format(b, first));
+    uint64_t gone = sl__shard_gone_seq(sh);
+    bool t = seq < gone;
+    if (!t && seq > gone) {
+        sl_iter *it;
+        int rc = sl_iter_open(&it, c->s, sh->id, SL_ITER_AFTER_SEQUENCE_NUMBER, seq);
+        if (rc == 0) {
+            sl_record r;
+            sl_read_result res;
+            t = sl__iter_read(it, &r, 1, SL_GET_BYTES_MAX, &res) == SL_ETRIMMED;
+            sl_iter_close(it);
+        }
     }
-    return 0;
+    if (!t) return 0;
+    char a[SL_SEQ_STR_MAX];
+    return sl__err(SL_ETRIMMED, "checkpoint %s of consumer '%s' in shard %s is no longer "
+                                "available: the records after it were removed by retention "
+                                "or the size cap",
+                   sl_seq_format(a, seq), c->info.name, sh->id);
 }
 
 int sl_consumer_checkpoint(sl_consumer *c, const char *shard_id, uint64_t sequence)

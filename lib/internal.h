@@ -272,6 +272,8 @@ typedef struct sl_seg {
     bool loaded;                      /* (L) false: a stub (ordinal, path)
                                          read on first use (shard.c) */
     bool durable;                     /* (L) synced since sealed (writer) */
+    bool removed;                     /* (L) deleted: off the list, freed
+                                         by the last unpin */
     bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
     ** while the header's writer epoch is still `ro_epoch` */
@@ -449,6 +451,7 @@ struct sl_shard {
     uint64_t last_seq;                /* last committed in this shard */
     int64_t last_ms;                  /* clamp for arrival times */
     sl_seg *spare;                    /* the next segment, prepared ahead */
+    _Atomic uint64_t spare_bytes;     /* its file size, read lock-free */
     uint64_t seq_next, seq_end;       /* this shard's block of numbers */
 
     /* segment list, oldest first; seglock guards the array and mappings */
@@ -460,6 +463,8 @@ struct sl_shard {
     uint32_t *wake;
 
     sl_shard_rl *rl;                  /* rate limits and counters */
+    uint64_t gone_seq;                /* (seglock) largest deleted seq */
+    pthread_mutex_t drop_mu;          /* one segment deletion at a time */
 
     /* group commit of this shard's segments: targets are sequence numbers */
     sl_gc gc;
@@ -610,6 +615,31 @@ SL_HIDDEN int sl__fault_put(sl_stream *s, const sl_shard *sh, const sl_pending *
 SL_HIDDEN int sl__fault_read(sl_stream *s);
 SL_HIDDEN void sl__faults_free(sl_stream *s);
 
+/* ---- Retention (retention.c, with shard.c) ------------------------------- */
+/* The newest expired arrival time: records with arrival_ms <= it are gone
+** for readers. */
+SL_HIDDEN int64_t sl__horizon(sl_stream *s, int64_t now_ms);
+SL_HIDDEN uint64_t sl__size_cap_min(uint32_t shards, uint64_t segment_bytes);
+/* Segment files on disk, all shards (stubs are stat'ed once). */
+SL_HIDDEN uint64_t sl__stream_disk_bytes(sl_stream *s);
+SL_HIDDEN uint64_t sl__shard_disk_bytes(sl_shard *sh);
+/* Would `more` bytes pass the size cap? */
+SL_HIDDEN bool sl__cap_tight(sl_stream *s, uint64_t more);
+/* Make room for `more` bytes under the cap: DROP_OLDEST deletes oldest
+** sealed segments (any shard); REFUSE returns SL_ENOSPC.  Takes no append
+** lock (callers may hold their own shard's). */
+SL_HIDDEN int sl__cap_make_room(sl_stream *s, uint64_t more, sl_maint_stats *st);
+/* The shard's oldest segment if sealed (not the writer's): its last_ms. */
+SL_HIDDEN bool sl__shard_oldest_sealed(sl_shard *sh, int64_t *last_ms);
+/* Delete the oldest sealed segment if its last record is <= horizon
+** (INT64_MAX: whatever it holds).  *did, *freed: what happened. */
+SL_HIDDEN int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *freed,
+                                    bool *did);
+/* Seal the active segment if all its records are <= horizon. */
+SL_HIDDEN int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did);
+/* The largest deleted sequence number of the shard (0: none known). */
+SL_HIDDEN uint64_t sl__shard_gone_seq(sl_shard *sh);
+
 /* ---- Consumers (consumer.c) --------------------------------------------- */
 typedef struct sl_ccount {
     _Atomic uint64_t reads, records_out, bytes_out, read_throttled, deliveries;
@@ -675,6 +705,9 @@ typedef struct sl_manifest {
     uint64_t segment_bytes;
     sl_durability durability;
     uint32_t sync_interval_ms;
+    uint64_t size_cap_bytes;          /* version 2; 0: none */
+    sl_cap_policy size_cap_policy;
+    int64_t trim_ms;                  /* INT64_MIN: nothing trimmed */
     size_t ntags;
     sl_mtag *tags;
     uint32_t next_shard_index;
@@ -765,6 +798,19 @@ struct sl_stream {
     /* consumers open on this handle (consumer.c), under cons_mu */
     pthread_mutex_t cons_mu;
     sl_consumer *cons_open;
+
+    /* retention (retention.c): from the manifest, changed under mu */
+    _Atomic uint64_t retention_ms;
+    _Atomic int64_t trim_ms;
+    _Atomic uint64_t cap_bytes;       /* 0: no size cap */
+    _Atomic int cap_policy;
+    pthread_mutex_t cap_mu;           /* one cap enforcement at a time */
+    _Atomic uint64_t maint_damaged;   /* segments maintenance could not judge */
+    pthread_t maint;
+    bool maint_running, maint_stop;
+    uint32_t maint_period_ms;
+    pthread_mutex_t maint_mu;
+    pthread_cond_t maint_cv;
 
     /* the preparer: populates pages and prepares segments off the append
     ** path (writers only) */

@@ -111,18 +111,40 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
     it->touched_ms = sl__now(s);
     atomic_fetch_add(&s->children, 1);
     switch (type) {
-    case SL_ITER_TRIM_HORIZON:
-        rc = sl__shard_first_seg(sh, &it->seg);
-        it->off = SL_SEG_HDR;
+    case SL_ITER_TRIM_HORIZON: {
+        /* after what retention removed or hides */
+        int64_t h = sl__horizon(s, it->touched_ms);
+        it->last_seq = sl__shard_gone_seq(sh);
+        if (h == INT64_MIN || h < 0) {
+            rc = sl__shard_first_seg(sh, &it->seg);
+            it->off = SL_SEG_HDR;
+        } else {
+            rc = sl__shard_seek(sh, true, (uint64_t)h + 1, &it->seg, &it->off);
+        }
         break;
+    }
     case SL_ITER_LATEST:
         rc = sl__shard_last_seg(sh, &it->seg);
         if (rc == 0 && it->seg) it->off = sl__seg_visible_end(it->seg);
         break;
-    case SL_ITER_AT_TIMESTAMP:
+    case SL_ITER_AT_TIMESTAMP: {
+        /* older than the horizon: TRIM_HORIZON, as Kinesis */
+        int64_t h = sl__horizon(s, it->touched_ms);
+        it->last_seq = sl__shard_gone_seq(sh);
+        if (h != INT64_MIN && (int64_t)arg <= h) arg = (uint64_t)h + 1;
         rc = sl__shard_seek(sh, true, arg, &it->seg, &it->off);
         break;
+    }
     default: {
+        uint64_t gone = sl__shard_gone_seq(sh);
+        if (arg < gone || (arg == gone && type == SL_ITER_AT_SEQUENCE_NUMBER)) {
+            char a[SL_SEQ_STR_MAX];
+            rc = sl__err(SL_ETRIMMED,
+                         "Sequence number %s of shard %s in stream %s was removed by "
+                         "retention or the size cap; start from TRIM_HORIZON",
+                         sl_seq_format(a, arg), sh->id, s->man.name);
+            break;
+        }
         rc = sl__shard_seek(sh, false, arg, &it->seg, &it->off);
         if (rc) break;
         sl_recview v;
@@ -149,13 +171,28 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
     return 0;
 }
 
+/* The iterator's next records were deleted (retention, the size cap). */
+static int trimmed(sl_iter *it, const char *why)
+{
+    char a[SL_SEQ_STR_MAX];
+    return sl__err(SL_ETRIMMED,
+                   "%s: the records after sequence number %s %s; open a new iterator "
+                   "(TRIM_HORIZON)",
+                   it->sh->id, sl_seq_format(a, it->last_seq), why);
+}
+
 /* Move to the segment after the current (sealed, exhausted) one, if any. */
 static int advance(sl_iter *it, bool *moved)
 {
     sl_seg *next = NULL;
     *moved = false;
     int rc = sl__shard_get_seg(it->sh, it->seg ? it->seg->ordinal : 0, &next);
-    if (rc || !next) return rc;
+    if (rc) return rc;
+    if (sl__shard_gone_seq(it->sh) > it->last_seq) {
+        sl__shard_put_seg(it->sh, next);
+        return trimmed(it, "were deleted by retention or the size cap");
+    }
+    if (!next) return 0;
     sl__shard_put_seg(it->sh, it->seg);
     it->seg = next;
     it->off = SL_SEG_HDR;
@@ -239,6 +276,10 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
     res->count = 0;
     res->millis_behind_latest = 0;
     res->last_sequence = it->last_seq;
+    /* records that arrived at or before the horizon are gone for readers;
+    ** arrival times only grow along a shard, so the first record of a call
+    ** is the one to look at */
+    int64_t horizon = sl__horizon(it->s, sl__now(it->s));
     size_t n = 0;
     uint64_t bytes = 0, end = 0;
     int rc = 0;
@@ -249,6 +290,14 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
         }
         sl_seg *g = it->seg;
         end = sl__seg_visible_end(g);
+        if (n == 0 && it->off < end && horizon != INT64_MIN) {
+            sl_recview v;
+            if (sl__rec_parse(g->base + it->off, end - it->off, false, &v) == SL_REC_OK &&
+                v.ms <= horizon) {
+                rc = trimmed(it, "expired (retention)");
+                break;
+            }
+        }
         while (n < limit && it->off < end) {
             /* inside a block whose checksum matched: the bytes are what
             ** the writer wrote; check only what framing needs */

@@ -1,7 +1,7 @@
 /*
 ** manifest.c -- encode and decode the stream manifest; replace it atomically.
 **
-** MANIFEST FORMAT, version 1: UTF-8 text, one field per line, so that a
+** MANIFEST FORMAT, version 2 (version 1 is read too): UTF-8 text, one field per line, so that a
 ** person can read it with `cat`.  Strings that may hold arbitrary bytes (tag
 ** keys and values, the KMS key id) are hex-encoded; "-" stands for none.
 **
@@ -18,6 +18,11 @@
 **   segment_bytes <u64>
 **   durability none|interval|always
 **   sync_interval_ms <u32>
+**   size_cap_bytes <u64>                   version 2: 0 for none
+**   size_cap_policy drop_oldest|refuse     version 2
+**   trim_ms <int>|-                        version 2: records that arrived
+**                                          at or before it are gone, whatever
+**                                          the retention period says
 **   tag <hex key> <hex value>              0..50 lines
 **   next_shard_index <u32>
 **   shard <index> OPEN|CLOSED <start> <end> <parent>|- <adjacent>|-
@@ -26,7 +31,8 @@
 **   checksum <16 hex>                      XXH3-64 of every byte before this
 **                                          line; always the last line
 **
-** Every scalar field appears exactly once.  A line the decoder does not know
+** Every scalar field of the file's version appears exactly once (version 1
+** files lack the three version 2 fields: no cap, nothing trimmed).  A line the decoder does not know
 ** is an error (a newer writer bumps the version), as is any checksum
 ** mismatch: the manifest is never half-trusted.  It is replaced with
 ** write-temp, fsync, rename, fsync-directory (sl__os_replace_file), so a
@@ -39,7 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define MANIFEST_VERSION 1
+#define MANIFEST_VERSION 2
 
 static const char *mode_name(sl_stream_mode m)
 {
@@ -87,6 +93,11 @@ int sl__manifest_encode(const sl_manifest *m, char **out, size_t *len)
     fprintf(f, "segment_bytes %" PRIu64 "\n", m->segment_bytes);
     fprintf(f, "durability %s\n", dur_name(m->durability));
     fprintf(f, "sync_interval_ms %" PRIu32 "\n", m->sync_interval_ms);
+    fprintf(f, "size_cap_bytes %" PRIu64 "\n", m->size_cap_bytes);
+    fprintf(f, "size_cap_policy %s\n",
+            m->size_cap_policy == SL_CAP_REFUSE ? "refuse" : "drop_oldest");
+    if (m->trim_ms == INT64_MIN) fputs("trim_ms -\n", f);
+    else fprintf(f, "trim_ms %" PRId64 "\n", m->trim_ms);
     for (size_t i = 0; i < m->ntags; i++) {
         fputs("tag ", f);
         put_hex(f, m->tags[i].key);
@@ -242,10 +253,11 @@ static int parse_shard(dec *d, sl_manifest *m)
 
 enum {
     F_ID, F_NAME, F_CREATED, F_GEN, F_MODE, F_RET, F_ENC, F_KMS, F_MAXREC,
-    F_SEGB, F_DUR, F_SYNCMS, F_NEXT, F_COUNT
+    F_SEGB, F_DUR, F_SYNCMS, F_NEXT, F_COUNT1,
+    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COUNT2      /* version 2 */
 };
 
-static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen)
+static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int version)
 {
     char *key = strtok_r(line, " ", &d->save);
     char *v;
@@ -322,6 +334,18 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen)
     } else if (!strcmp(key, "next_shard_index")) {
         f = F_NEXT;
         ok = num_u32(v, &m->next_shard_index);
+    } else if (version >= 2 && !strcmp(key, "size_cap_bytes")) {
+        f = F_CAP;
+        ok = num_u64(v, &m->size_cap_bytes);
+    } else if (version >= 2 && !strcmp(key, "size_cap_policy")) {
+        f = F_CAPPOL;
+        ok = true;
+        if (!strcmp(v, "drop_oldest")) m->size_cap_policy = SL_CAP_DROP_OLDEST;
+        else if (!strcmp(v, "refuse")) m->size_cap_policy = SL_CAP_REFUSE;
+        else ok = false;
+    } else if (version >= 2 && !strcmp(key, "trim_ms")) {
+        f = F_TRIM;
+        ok = !strcmp(v, "-") ? (m->trim_ms = INT64_MIN, true) : num_i64(v, &m->trim_ms);
     } else {
         return bad(d, "unknown field (written by a newer shardlog?)");
     }
@@ -355,9 +379,11 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
     if (!text) return sl__err(SL_ENOMEM, "decoding the manifest");
     memcpy(text, buf, cl);
     text[cl] = '\0';
-    int rc = 0;
+    int rc = 0, version = 0;
     unsigned seen = 0;
     char *next = text;
+    m->trim_ms = INT64_MIN;
+    m->size_cap_policy = SL_CAP_DROP_OLDEST;
     while (rc == 0 && next && *next) {
         char *line = next;
         char *nl = strchr(line, '\n');
@@ -365,17 +391,19 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
         next = nl ? nl + 1 : NULL;
         d.line++;
         if (d.line == 1) {
-            if (strcmp(line, "shardlog-manifest 1") != 0)
+            if (!strcmp(line, "shardlog-manifest 1")) version = 1;
+            else if (!strcmp(line, "shardlog-manifest 2")) version = 2;
+            else
                 rc = sl__err(SL_ECORRUPT,
                              "manifest line 1: expected 'shardlog-manifest "
                              "%d' (a different format version?)",
                              MANIFEST_VERSION);
             continue;
         }
-        rc = parse_line(&d, m, line, &seen);
+        rc = parse_line(&d, m, line, &seen, version);
     }
     free(text);
-    if (rc == 0 && seen != (1u << F_COUNT) - 1)
+    if (rc == 0 && seen != (1u << (version >= 2 ? F_COUNT2 : F_COUNT1)) - 1)
         rc = sl__err(SL_ECORRUPT, "manifest lacks a required field");
     if (rc == 0 && m->nshards == 0)
         rc = sl__err(SL_ECORRUPT, "manifest has no shards");

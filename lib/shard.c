@@ -66,6 +66,7 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
     }
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->seglock, NULL);
+    pthread_mutex_init(&sh->drop_mu, NULL);
     sl__gc_init(&sh->gc);
     if (s->wake_map)
         sh->wake = (uint32_t *)(void *)(s->wake_map + (size_t)(index % SL_WAKE_SLOTS) *
@@ -83,6 +84,7 @@ void sl__shard_destroy(sl_shard *sh)
     free(sh->dir);
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->seglock);
+    pthread_mutex_destroy(&sh->drop_mu);
     sl__gc_destroy(&sh->gc);
     sh->dir = NULL;
 }
@@ -301,9 +303,12 @@ static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_aliv
     return rc;
 }
 
+static uint64_t gone_read(const sl_shard *sh);
+
 int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 {
     uint64_t max_seen = 0;
+    sh->gone_seq = gone_read(sh);
     int rc = load_from(sh, 0, writer, writer_alive, true, &max_seen);
     if (rc) return rc;
     sh->next_ordinal = sh->first_own_ordinal = max_seen + 1;
@@ -352,7 +357,9 @@ static int pin_locked(sl_shard *sh, sl_seg *g)
 
 static void unpin_locked(sl_shard *sh, sl_seg *g)
 {
-    if (--g->users == 0 && g != sh->active) sl__seg_unmap(g);
+    if (--g->users > 0 || g == sh->active) return;
+    if (g->removed) sl__seg_free(g);    /* deleted while we read it */
+    else sl__seg_unmap(g);
 }
 
 void sl__shard_put_seg(sl_shard *sh, sl_seg *g)
@@ -566,6 +573,7 @@ static int roll(sl_shard *sh, uint64_t span)
     sl_seg *g = sh->spare;
     int rc = 0;
     sh->spare = NULL;
+    atomic_store_explicit(&sh->spare_bytes, 0, memory_order_relaxed);
     if (g && (g->ordinal != sh->next_ordinal || g->file_bytes < bytes)) {
         sl__seg_discard(g);                 /* too small for this record */
         g = NULL;
@@ -574,6 +582,8 @@ static int roll(sl_shard *sh, uint64_t span)
         sl__seg_discard(g);
         g = NULL;
     }
+    if (!g && atomic_load_explicit(&s->cap_bytes, memory_order_relaxed))
+        rc = sl__cap_make_room(s, bytes, NULL);    /* the size cap */
     if (!g && rc == 0) rc = sl__seg_create(&g, &c, sh->dir, sh->next_ordinal, bytes);
     if (rc) {
         if (rc == SL_EIO) sl__stream_fail(s, EIO, sl__errtext());
@@ -709,6 +719,9 @@ bool sl__shard_prepare(sl_shard *sh)
                 tail > g->file_bytes / 2;
     uint64_t ordinal = sh->next_ordinal;
     pthread_mutex_unlock(&sh->lock);
+    /* under a size cap, a spare only where it fits (the roll-over makes
+    ** room itself, by the cap's policy) */
+    if (want && sl__cap_tight(s, s->man.segment_bytes)) want = false;
     if (want) {
         sl_segctx c;
         sl__segctx_init(&c, sh);
@@ -720,6 +733,7 @@ bool sl__shard_prepare(sl_shard *sh)
             pthread_mutex_lock(&sh->lock);
             if (!sh->spare && sh->next_ordinal == ordinal) {
                 sh->spare = sp;
+                atomic_store_explicit(&sh->spare_bytes, sp->file_bytes, memory_order_relaxed);
                 sp = NULL;
             }
             pthread_mutex_unlock(&sh->lock);
@@ -727,6 +741,170 @@ bool sl__shard_prepare(sl_shard *sh)
         }
     }
     return ok;
+}
+
+/* ---- retention (see retention.c) ----------------------------------------- */
+
+uint64_t sl__shard_disk_bytes(sl_shard *sh)
+{
+    uint64_t sum = 0;
+    pthread_mutex_lock(&sh->seglock);
+    for (size_t i = 0; i < sh->nseg; i++) {
+        sl_seg *g = sh->segs[i];
+        if (!g->file_bytes) {           /* a stub: its size, once */
+            struct stat st;
+            if (stat(g->path, &st) == 0) g->file_bytes = (uint64_t)st.st_size;
+        }
+        sum += g->file_bytes;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    /* not under sh->lock: roll-over asks while holding it */
+    return sum + atomic_load_explicit(&sh->spare_bytes, memory_order_relaxed);
+}
+
+/* The oldest segment, loaded, if it is sealed and not the writer's (caller
+** holds seglock).  NULL otherwise. */
+static sl_seg *oldest_sealed_locked(sl_shard *sh, int *rc)
+{
+    *rc = 0;
+    while (sh->nseg && !sh->segs[0]->loaded && (*rc = ensure_loaded(sh, 0)) == 0)
+        ;
+    if (*rc || !sh->nseg) return NULL;
+    sl_seg *g = sh->segs[0];
+    return g != sh->active && sl__seg_is_sealed(g) ? g : NULL;
+}
+
+bool sl__shard_oldest_sealed(sl_shard *sh, int64_t *last_ms)
+{
+    int rc;
+    pthread_mutex_lock(&sh->seglock);
+    sl_seg *g = oldest_sealed_locked(sh, &rc);
+    if (g) *last_ms = g->last_ms;
+    pthread_mutex_unlock(&sh->seglock);
+    return g != NULL;
+}
+
+/* <shard>/GONE: {u64 gone_seq, u64 XXH3 of those 8 bytes}, replaced
+** atomically before a segment file is deleted, so that after a reopen the
+** shard still knows how far its records were removed, even when nothing of
+** it is left.  A missing or damaged file means 0 (then the oldest remaining
+** segment tells, if it is not the shard's first). */
+#define GONE_FILE "GONE"
+
+static int gone_write(sl_shard *sh, uint64_t gone)
+{
+    uint8_t b[16];
+    sl__st64(b, gone);
+    sl__st64(b + 8, sl__xxh3(b, 8));
+    char *path;
+    if (asprintf(&path, "%s/%s", sh->dir, GONE_FILE) < 0)
+        return sl__err(SL_ENOMEM, "writing %s/GONE", sh->dir);
+    int rc = sl__os_replace_file(path, b, sizeof b) == 0
+                 ? 0
+                 : sl__errno(sl__errno_code(errno), errno, "writing %s", path);
+    free(path);
+    return rc;
+}
+
+static uint64_t gone_read(const sl_shard *sh)
+{
+    char *path, *buf = NULL;
+    size_t len = 0;
+    uint64_t v = 0;
+    if (asprintf(&path, "%s/%s", sh->dir, GONE_FILE) < 0) return 0;
+    if (sl__os_read_file(path, &buf, &len, 64) == 0 && len == 16 &&
+        sl__xxh3(buf, 8) == sl__ld64(buf + 8))
+        v = sl__ld64(buf);
+    free(buf);
+    free(path);
+    return v;
+}
+
+int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *freed, bool *did)
+{
+    int rc;
+    *did = false;
+    *freed = 0;
+    pthread_mutex_lock(&sh->drop_mu);           /* one deleter per shard */
+    pthread_mutex_lock(&sh->seglock);
+    sl_seg *g = oldest_sealed_locked(sh, &rc);
+    bool go = g && (horizon == INT64_MAX || g->last_ms <= horizon);
+    uint64_t gone = sh->gone_seq, ord = g ? g->ordinal : 0;
+    if (go && g->last_seq > gone) gone = g->last_seq;
+    pthread_mutex_unlock(&sh->seglock);
+    /* first the record of how far records are gone, then the list, then
+    ** the file (readers of the segment keep their mapping) */
+    if (go && gone > sh->gone_seq && (rc = gone_write(sh, gone)) != 0) go = false;
+    char *path = NULL;
+    if (go) {
+        pthread_mutex_lock(&sh->seglock);
+        g = sh->nseg ? sh->segs[0] : NULL;
+        if (g && g->ordinal == ord) {               /* still the oldest */
+            memmove(&sh->segs[0], &sh->segs[1], (sh->nseg - 1) * sizeof *sh->segs);
+            sh->nseg--;
+            sh->gone_seq = gone;
+            *freed = g->file_bytes;
+            path = strdup(g->path);
+            g->removed = true;
+            if (g->users == 0) sl__seg_free(g);
+            else g = NULL;                           /* the last unpin frees it */
+            if (!path) rc = sl__err(SL_ENOMEM, "deleting a segment of %s", sh->id);
+        }
+        pthread_mutex_unlock(&sh->seglock);
+    }
+    if (path) {
+        if (sl__os.unlink(path) != 0 && errno != ENOENT)
+            rc = sl__errno(SL_EIO, errno, "deleting %s", path);
+        free(path);
+        *did = true;
+    }
+    pthread_mutex_unlock(&sh->drop_mu);
+    return rc;
+}
+
+int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did)
+{
+    *did = false;
+    int rc = 0;
+    pthread_mutex_lock(&sh->lock);
+    sl_seg *old = sh->active;
+    if (old && old->tail > SL_SEG_HDR && sh->last_ms <= horizon) {
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        rc = sl__seg_seal(old, &c);
+        if (rc) {
+            sl__stream_fail(sh->s, EIO, sl__errtext());
+        } else {
+            if (c.sync_now) sl__gc_advance(&sh->gc, old->last_seq);
+            pthread_mutex_lock(&sh->seglock);
+            old->durable = c.sync_now;
+            sh->active = NULL;
+            unpin_locked(sh, old);
+            pthread_mutex_unlock(&sh->seglock);
+            *did = true;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (*did) sl__shard_wake(sh);
+    return rc;
+}
+
+uint64_t sl__shard_gone_seq(sl_shard *sh)
+{
+    int rc;
+    pthread_mutex_lock(&sh->seglock);
+    uint64_t gone = sh->gone_seq;
+    /* after a reopen: an oldest segment that is not the shard's first means
+    ** everything below it was deleted */
+    if (sh->nseg) {
+        while (sh->nseg && !sh->segs[0]->loaded && (rc = ensure_loaded(sh, 0)) == 0)
+            ;
+        if (sh->nseg && sh->segs[0]->ordinal > 1 && sh->segs[0]->first_seq > gone + 1 &&
+            sh->segs[0]->count)
+            gone = sh->segs[0]->first_seq - 1;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    return gone;
 }
 
 /* ---- durability --------------------------------------------------------- */

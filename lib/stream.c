@@ -444,6 +444,7 @@ static void prep_stop(sl_stream *s)
 static void stream_free(sl_stream *s)
 {
     if (!s) return;
+    sl_stream_maintain_stop(s);
     syncer_stop(s);
     prep_stop(s);
     sl__journal_close(s, false);
@@ -466,6 +467,8 @@ static void stream_free(sl_stream *s)
     sl__faults_free(s);
     pthread_mutex_destroy(&s->fault_mu);
     pthread_mutex_destroy(&s->cons_mu);
+    pthread_mutex_destroy(&s->cap_mu);
+    pthread_mutex_destroy(&s->maint_mu);
     if (s->prep_cv_inited) pthread_cond_destroy(&s->prep_cv);
     free(s->root);
     free(s->dir);
@@ -606,6 +609,8 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     pthread_mutex_init(&s->prep_mu, NULL);
     pthread_mutex_init(&s->fault_mu, NULL);
     pthread_mutex_init(&s->cons_mu, NULL);
+    pthread_mutex_init(&s->cap_mu, NULL);
+    pthread_mutex_init(&s->maint_mu, NULL);
     s->readonly = opts && (opts->flags & SL_OPEN_READONLY);
     s->clock = (opts && opts->clock) ? *opts->clock : sl__real_clock;
     /* rate accounting: resolved before the shards make their buckets */
@@ -643,6 +648,10 @@ static int open_common(sl_stream **out, const char *root, const char *name,
         stream_free(s);
         return rc;
     }
+    atomic_store(&s->retention_ms, (uint64_t)s->man.retention_hours * 3600000ull);
+    atomic_store(&s->trim_ms, s->man.trim_ms);
+    atomic_store(&s->cap_bytes, s->man.size_cap_bytes);
+    atomic_store(&s->cap_policy, (int)s->man.size_cap_policy);
     s->durability = (opts && opts->durability) ? opts->durability : s->man.durability;
     s->sync_interval_ms = (opts && opts->sync_interval_ms) ? opts->sync_interval_ms
                                                             : s->man.sync_interval_ms;
@@ -785,7 +794,7 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
     int rc;
     memset(m, 0, sizeof *m);
     if (!cfg) return sl__err(SL_EINVAL, "cfg is NULL");
-    if (cfg->version != SL_STREAM_CONFIG_VERSION)
+    if (cfg->version != 1 && cfg->version != SL_STREAM_CONFIG_VERSION)
         return sl__err(SL_EINVAL, "sl_stream_config.version is %u; use "
                                   "SL_STREAM_CONFIG_INIT",
                        cfg->version);
@@ -854,6 +863,20 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
     if (m->sync_interval_ms > SYNC_INTERVAL_MAX)
         return sl__err(SL_EINVAL, "sync_interval_ms %u exceeds one hour", m->sync_interval_ms);
 
+    m->trim_ms = INT64_MIN;
+    m->size_cap_policy = SL_CAP_DROP_OLDEST;
+    if (cfg->version >= 2) {
+        uint64_t floor = sl__size_cap_min(shards, m->segment_bytes);
+        if (cfg->size_cap_bytes && cfg->size_cap_bytes < floor)
+            return sl__err(SL_EINVAL, "size_cap_bytes %" PRIu64 " is below two segments per "
+                                      "shard (%" PRIu64 ")",
+                           cfg->size_cap_bytes, floor);
+        if ((unsigned)cfg->size_cap_policy > SL_CAP_REFUSE)
+            return sl__err(SL_EINVAL, "size_cap_policy %d is not a policy",
+                           (int)cfg->size_cap_policy);
+        m->size_cap_bytes = cfg->size_cap_bytes;
+        if (cfg->size_cap_policy) m->size_cap_policy = cfg->size_cap_policy;
+    }
     m->stream_id = sl__random64() | 1;
     strcpy(m->name, cfg->name);
     m->created_ms = now;
@@ -1177,6 +1200,9 @@ int sl_stream_describe(sl_stream_desc **out, sl_stream *s)
         d->encryption_type = m->encryption;
         d->max_record_size_kib = m->max_record_kib;
         d->segment_bytes = m->segment_bytes;
+        d->size_cap_bytes = m->size_cap_bytes;
+        d->size_cap_policy = m->size_cap_policy;
+        d->disk_bytes = sl__stream_disk_bytes(s);
         d->durability = s->durability;
         d->sync_interval_ms = s->sync_interval_ms;
         d->created_ms = m->created_ms;

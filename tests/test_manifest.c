@@ -40,6 +40,9 @@ static void sample_manifest(sl_manifest *m, size_t ntags)
     m->segment_bytes = SL_SEGMENT_BYTES_MAX;
     m->durability = SL_DURABILITY_ALWAYS;
     m->sync_interval_ms = 250;
+    m->size_cap_bytes = 1ull << 33;
+    m->size_cap_policy = SL_CAP_REFUSE;
+    m->trim_ms = 1700000000123LL;
     m->ntags = ntags;
     m->tags = calloc(ntags ? ntags : 1, sizeof *m->tags);
     assert_non_null(m->tags);
@@ -94,6 +97,9 @@ static void assert_manifest_equal(const sl_manifest *a, const sl_manifest *b)
     assert_true(a->segment_bytes == b->segment_bytes);
     assert_int_equal(a->durability, b->durability);
     assert_int_equal(a->sync_interval_ms, b->sync_interval_ms);
+    assert_int_equal(a->size_cap_bytes, b->size_cap_bytes);
+    assert_int_equal(a->size_cap_policy, b->size_cap_policy);
+    assert_true(a->trim_ms == b->trim_ms);
     assert_int_equal(a->ntags, b->ntags);
     for (size_t i = 0; i < a->ntags; i++) {
         assert_string_equal(a->tags[i].key, b->tags[i].key);
@@ -263,7 +269,7 @@ static void roundtrip(void **state)
     assert_int_equal(sl__manifest_encode(&m, &buf, &len), 0);
     assert_int_equal(strlen(buf), len);
     assert_true(len > 0 && buf[len - 1] == '\n');
-    assert_int_equal(strncmp(buf, "shardlog-manifest 1\n", 20), 0);
+    assert_int_equal(strncmp(buf, "shardlog-manifest 2\n", 20), 0);
     expect_ok(buf, len, &d);
     assert_manifest_equal(&m, &d);
 
@@ -384,6 +390,7 @@ static void rejects_missing_field(void **state)
         "shardlog-manifest ", "stream_id ", "name ", "created_ms ", "generation ", "mode ",
         "retention_hours ", "encryption ", "kms_key_id ", "max_record_kib ",
         "segment_bytes ", "durability ", "sync_interval_ms ", "next_shard_index ",
+        "size_cap_bytes ", "size_cap_policy ", "trim_ms ",
     };
     for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
         lines l;
@@ -462,12 +469,38 @@ static void rejects_unknown_field(void **state)
     }
 }
 
+/* Version 1 files (before size caps and trimming) still open: no cap,
+** nothing trimmed; the version 2 fields are unknown in them. */
+static void reads_version_1(void **state)
+{
+    (void)state;
+    lines l;
+    sample_lines(&l);
+    free(l.v[0]);
+    l.v[0] = xstrdup("shardlog-manifest 1");
+    lines_remove(&l, lines_find(&l, "size_cap_bytes "));
+    lines_remove(&l, lines_find(&l, "size_cap_policy "));
+    lines_remove(&l, lines_find(&l, "trim_ms "));
+    size_t len;
+    char *buf = with_checksum(&l, &len);
+    sl_manifest d;
+    expect_ok(buf, len, &d);
+    assert_int_equal(d.size_cap_bytes, 0);
+    assert_int_equal(d.size_cap_policy, SL_CAP_DROP_OLDEST);
+    assert_true(d.trim_ms == INT64_MIN);
+    sl__manifest_free(&d);
+    free(buf);
+    lines_insert(&l, 3, "trim_ms 5");
+    expect_edit_corrupt(&l, "a version 2 field in version 1", "unknown field");
+    lines_free(&l);
+}
+
 static void rejects_other_version(void **state)
 {
     (void)state;
     static const char *const headers[] = {
-        "shardlog-manifest 2", "shardlog-manifest 0", "shardlog-manifest 10",
-        "shardlog-manifest", "shardlog-manifest 1 ", "SHARDLOG-MANIFEST 1",
+        "shardlog-manifest 3", "shardlog-manifest 0", "shardlog-manifest 10",
+        "shardlog-manifest", "shardlog-manifest 2 ", "SHARDLOG-MANIFEST 2",
     };
     for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
         lines l;
@@ -968,6 +1001,7 @@ int main(void)
         cmocka_unit_test(rejects_repeated_field),
         cmocka_unit_test(rejects_unknown_field),
         cmocka_unit_test(rejects_other_version),
+        cmocka_unit_test(reads_version_1),
         cmocka_unit_test(rejects_bad_shards),
         cmocka_unit_test(rejects_bad_values),
         cmocka_unit_test(rejects_bad_tags),

@@ -1,0 +1,320 @@
+/*
+** retention.c -- the trim horizon, retention changes, the size cap, and the
+** maintenance that deletes segments.
+**
+** The horizon.  A record is expired once the stream clock is the retention
+** period past its arrival: now - arrival_ms >= retention.  The horizon is
+** the newest expired arrival time, max(now - retention, trim_ms), where
+** trim_ms (in the manifest) remembers how far a shorter period reached, so
+** that raising the period revives nothing.  Arrival times are
+** non-decreasing within a shard, so "expired" is a prefix of every shard;
+** readers compare the next record's arrival time with the horizon (one
+** comparison per read call).
+**
+** Deleting.  Only whole sealed segments are deleted, oldest first within a
+** shard: those whose last record expired (maintenance), and, under a
+** DROP_OLDEST size cap, the segment with the oldest last record across all
+** shards when a new one would pass the cap (at roll-over, on the append
+** path, and in maintenance).  An active segment whose records have all
+** expired is sealed by maintenance first.  A deleted segment leaves its
+** shard's list at once; its mapping lives on until its last reader unpins
+** it (shard.c).  Then its file is unlinked and, once per pass, the shard
+** directory synced.  An unlink is atomic: a crash leaves the file or not,
+** and a file that comes back (an unsynced unlink) is hidden by the horizon
+** or, for a cap drop, was never meant to be lost.
+**
+** Readers learn of deleted data through the shard's gone_seq: the largest
+** sequence number deleted, in memory, and after a reopen the number just
+** below the oldest segment left when that is not the shard's first.
+*/
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define HOUR_MS 3600000LL
+#define MAINT_PERIOD_MS 1000u
+
+uint64_t sl__size_cap_min(uint32_t shards, uint64_t segment_bytes)
+{
+    return 2ull * shards * segment_bytes;
+}
+
+int64_t sl__horizon(sl_stream *s, int64_t now_ms)
+{
+    int64_t ret = (int64_t)atomic_load_explicit(&s->retention_ms, memory_order_relaxed);
+    int64_t h = now_ms - ret;
+    int64_t t = atomic_load_explicit(&s->trim_ms, memory_order_relaxed);
+    return h > t ? h : t;
+}
+
+/* ---- configuration ----------------------------------------------------- */
+
+/* Rewrite the manifest with the caller's changes (caller holds s->mu). */
+static int man_commit(sl_stream *s, const sl_manifest *m)
+{
+    int rc = sl__manifest_write(m, s->dir);
+    if (rc) return rc;
+    s->man.retention_hours = m->retention_hours;
+    s->man.trim_ms = m->trim_ms;
+    s->man.size_cap_bytes = m->size_cap_bytes;
+    s->man.size_cap_policy = m->size_cap_policy;
+    s->man.generation = m->generation;
+    atomic_store(&s->trim_ms, m->trim_ms);
+    atomic_store(&s->retention_ms, (uint64_t)m->retention_hours * HOUR_MS);
+    atomic_store(&s->cap_bytes, m->size_cap_bytes);
+    atomic_store(&s->cap_policy, (int)m->size_cap_policy);
+    return 0;
+}
+
+static int set_retention(sl_stream *s, uint32_t hours, bool increase)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    if (hours < SL_RETENTION_HOURS_MIN || hours > SL_RETENTION_HOURS_MAX)
+        return sl__ret(s, sl__err(SL_EINVAL, "Minimum allowed retention period is %d hours. "
+                                             "Maximum allowed retention period is %d hours. "
+                                             "Requested retention period (%u hours) is out "
+                                             "of range.",
+                                  SL_RETENTION_HOURS_MIN, SL_RETENTION_HOURS_MAX, hours));
+    pthread_mutex_lock(&s->mu);
+    uint32_t cur = s->man.retention_hours;
+    if (increase ? hours < cur : hours > cur) {
+        pthread_mutex_unlock(&s->mu);
+        return sl__ret(s, sl__err(SL_EINVAL, "Requested retention period (%u hours) for stream "
+                                             "%s can not be %s than existing retention period "
+                                             "(%u hours). Use %sStreamRetentionPeriod API.",
+                                  hours, s->man.name, increase ? "shorter" : "longer", cur,
+                                  increase ? "Decrease" : "Increase"));
+    }
+    sl_manifest m = s->man;
+    m.retention_hours = hours;
+    m.generation++;
+    /* what has expired stays expired: remember the horizon reached so far */
+    if (increase) m.trim_ms = sl__horizon(s, sl__now(s));
+    rc = man_commit(s, &m);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+int sl_stream_increase_retention(sl_stream *s, uint32_t hours)
+{
+    return set_retention(s, hours, true);
+}
+
+int sl_stream_decrease_retention(sl_stream *s, uint32_t hours)
+{
+    return set_retention(s, hours, false);
+}
+
+int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes, sl_cap_policy policy)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    if ((unsigned)policy > SL_CAP_REFUSE)
+        return sl__ret(s, sl__err(SL_EINVAL, "size cap policy %d is not a policy", (int)policy));
+    pthread_mutex_lock(&s->mu);
+    uint64_t floor = sl__size_cap_min((uint32_t)s->nroute, s->man.segment_bytes);
+    if (bytes && bytes < floor) {
+        pthread_mutex_unlock(&s->mu);
+        return sl__ret(s, sl__err(SL_EINVAL, "size cap %" PRIu64 " is below two segments per "
+                                             "open shard (%" PRIu64 ")",
+                                  bytes, floor));
+    }
+    sl_manifest m = s->man;
+    m.size_cap_bytes = bytes;
+    m.size_cap_policy = policy ? policy : SL_CAP_DROP_OLDEST;
+    m.generation++;
+    rc = man_commit(s, &m);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+/* ---- the size cap ------------------------------------------------------- */
+
+uint64_t sl__stream_disk_bytes(sl_stream *s)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < s->nshards; i++)
+        if (s->shards[i]) sum += sl__shard_disk_bytes(s->shards[i]);
+    return sum;
+}
+
+/* The shard whose oldest sealed segment holds the oldest last record. */
+static sl_shard *oldest_shard(sl_stream *s, const sl_shard *skip_active_of)
+{
+    (void)skip_active_of;
+    sl_shard *best = NULL;
+    int64_t best_ms = INT64_MAX;
+    for (size_t i = 0; i < s->nshards; i++) {
+        sl_shard *sh = s->shards[i];
+        int64_t ms;
+        if (sh && sl__shard_oldest_sealed(sh, &ms) && (!best || ms < best_ms)) {
+            best = sh;
+            best_ms = ms;
+        }
+    }
+    return best;
+}
+
+bool sl__cap_tight(sl_stream *s, uint64_t more)
+{
+    uint64_t cap = atomic_load_explicit(&s->cap_bytes, memory_order_relaxed);
+    return cap && sl__stream_disk_bytes(s) + more > cap;
+}
+
+int sl__cap_make_room(sl_stream *s, uint64_t more, sl_maint_stats *st)
+{
+    uint64_t cap = atomic_load_explicit(&s->cap_bytes, memory_order_relaxed);
+    if (!cap) return 0;
+    pthread_mutex_lock(&s->cap_mu);
+    int rc = 0;
+    for (;;) {
+        uint64_t used = sl__stream_disk_bytes(s);
+        if (used + more <= cap) break;
+        if (atomic_load(&s->cap_policy) == SL_CAP_REFUSE) {
+            rc = sl__err(SL_ENOSPC, "stream '%s' is at its size cap: %" PRIu64 " bytes of "
+                                    "segments, %" PRIu64 " more needed, cap %" PRIu64
+                                    " (policy refuse: puts fail until retention or a higher "
+                                    "cap frees space)",
+                         s->man.name, used, more, cap);
+            break;
+        }
+        sl_shard *sh = oldest_shard(s, NULL);
+        uint64_t freed = 0;
+        bool did = false;
+        if (!sh || (rc = sl__shard_drop_oldest(sh, INT64_MAX, &freed, &did)) != 0 || !did)
+            break;                      /* nothing sealed left: one segment
+                                           per shard over, as documented */
+        if (st) {
+            st->segments_deleted++;
+            st->segments_dropped++;
+            st->bytes_freed += freed;
+        }
+    }
+    pthread_mutex_unlock(&s->cap_mu);
+    return rc;
+}
+
+/* ---- maintenance ----------------------------------------------------------- */
+
+static int64_t mono_ms(void) { return sl__monotonic_ms(); }
+
+int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
+                       sl_maint_stats *out)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    sl_maint_stats st = {0};
+    int64_t deadline = budget_ms >= 0 ? mono_ms() + budget_ms : INT64_MAX;
+    bool more = false;
+    for (size_t i = 0; i < s->nshards && rc == 0 && !more; i++) {
+        sl_shard *sh = s->shards[i];
+        if (!sh) continue;
+        bool synced_dir = true;
+        for (;;) {
+            if (mono_ms() > deadline || (fn && fn(ctx, &st) != 0)) {
+                more = true;
+                break;
+            }
+            int64_t h = sl__horizon(s, sl__now(s));
+            uint64_t freed = 0;
+            bool did = false;
+            if ((rc = sl__shard_drop_oldest(sh, h, &freed, &did)) != 0) break;
+            if (did) {
+                st.segments_deleted++;
+                st.bytes_freed += freed;
+                synced_dir = false;
+                continue;
+            }
+            /* nothing sealed left to expire: the active segment, if all of
+            ** it has */
+            if ((rc = sl__shard_seal_expired(sh, h, &did)) != 0) break;
+            if (!did) break;
+            st.segments_sealed++;
+        }
+        if (!synced_dir && sl__os_fsync_dir(sh->dir) != 0 && rc == 0)
+            rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
+    }
+    if (rc == 0 && !more) rc = sl__cap_make_room(s, 0, &st);
+    st.damaged_skipped = atomic_load(&s->maint_damaged);
+    st.disk_bytes = sl__stream_disk_bytes(s);
+    if (fn && rc == 0 && !more) fn(ctx, &st);          /* the final tally */
+    if (out) *out = st;
+    if (rc) return sl__ret(s, rc);
+    return more ? 1 : 0;
+}
+
+static void *maint_main(void *arg)
+{
+    sl_stream *s = arg;
+    pthread_mutex_lock(&s->maint_mu);
+    while (!s->maint_stop) {
+        pthread_mutex_unlock(&s->maint_mu);
+        int rc = sl_stream_maintain(s, -1, NULL, NULL, NULL);
+        if (rc < 0) sl__stream_report(s, rc, "maintenance: %s", sl_errmsg(s));
+        pthread_mutex_lock(&s->maint_mu);
+        if (s->maint_stop) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)s->maint_period_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&s->maint_cv, &s->maint_mu, &ts);
+    }
+    pthread_mutex_unlock(&s->maint_mu);
+    return NULL;
+}
+
+int sl_stream_maintain_start(sl_stream *s, uint32_t period_ms)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    pthread_mutex_lock(&s->maint_mu);
+    if (s->maint_running) {
+        pthread_mutex_unlock(&s->maint_mu);
+        return sl__ret(s, sl__err(SL_EINUSE, "maintenance thread already running"));
+    }
+    s->maint_period_ms = period_ms ? period_ms : MAINT_PERIOD_MS;
+    s->maint_stop = false;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->maint_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int e = pthread_create(&s->maint, NULL, maint_main, s);
+    if (e) {
+        pthread_cond_destroy(&s->maint_cv);
+        pthread_mutex_unlock(&s->maint_mu);
+        return sl__ret(s, sl__errno(SL_ENOMEM, e, "starting the maintenance thread"));
+    }
+    s->maint_running = true;
+    pthread_mutex_unlock(&s->maint_mu);
+    return 0;
+}
+
+int sl_stream_maintain_stop(sl_stream *s)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    pthread_mutex_lock(&s->maint_mu);
+    if (!s->maint_running) {
+        pthread_mutex_unlock(&s->maint_mu);
+        return 0;
+    }
+    s->maint_stop = true;
+    pthread_cond_signal(&s->maint_cv);
+    pthread_mutex_unlock(&s->maint_mu);
+    pthread_join(s->maint, NULL);
+    pthread_mutex_lock(&s->maint_mu);
+    s->maint_running = false;
+    pthread_cond_destroy(&s->maint_cv);
+    pthread_mutex_unlock(&s->maint_mu);
+    return 0;
+}
