@@ -232,6 +232,14 @@ typedef enum sl_cap_policy {
                                         frees (retention, a higher cap) */
 } sl_cap_policy;
 
+/* Key compaction (Kafka's cleanup.policy=compact), see RETENTION. */
+typedef enum sl_compaction {
+    SL_COMPACTION_DEFAULT = 0,       /* NONE */
+    SL_COMPACTION_NONE = 1,
+    SL_COMPACTION_KEY = 2            /* sealed segments keep only the newest
+                                        record of each partition key */
+} sl_compaction;
+
 /* Tags: keys 1..128 and values 0..256 characters of valid UTF-8 without
 ** control characters; keys are unique and may not start with "aws:". */
 typedef struct sl_tag {
@@ -259,10 +267,13 @@ typedef struct sl_stream_config {
     /* version 2 */
     uint64_t size_cap_bytes;         /* 0: none; else >= 2 segments/shard */
     sl_cap_policy size_cap_policy;
+    uint32_t cold_after_hours;       /* sealed segments this old are stored
+                                        zstd-compressed; 0: never */
+    sl_compaction compaction;
 } sl_stream_config;
 #define SL_STREAM_CONFIG_INIT {SL_STREAM_CONFIG_VERSION, NULL, 0, 0, \
     SL_STREAM_MODE_DEFAULT, SL_ENCRYPTION_DEFAULT, NULL, NULL, 0, 0, 0, \
-    SL_DURABILITY_DEFAULT, 0, 0, SL_CAP_DEFAULT}
+    SL_DURABILITY_DEFAULT, 0, 0, SL_CAP_DEFAULT, 0, SL_COMPACTION_DEFAULT}
 
 /* SL_OPEN_READONLY: follow a writer; never modify the stream's data.
 **   Consumer registrations and checkpoints (the consumers/ directory) may
@@ -404,6 +415,8 @@ typedef struct sl_stream_desc {
     uint64_t segment_bytes;
     uint64_t size_cap_bytes;         /* 0: none */
     sl_cap_policy size_cap_policy;
+    uint32_t cold_after_hours;       /* 0: never */
+    sl_compaction compaction;
     uint64_t disk_bytes;             /* segment files on disk now */
     sl_durability durability;        /* in effect for this handle */
     uint32_t sync_interval_ms;
@@ -444,7 +457,16 @@ SL_API void sl_shard_list_free(sl_shard_list *list);
 ** allocated whole).  DROP_OLDEST deletes the oldest sealed segments, by
 ** arrival time, across shards, as new ones are needed (so a stalled
 ** consumer may find its position trimmed); REFUSE fails a put that needs
-** a new segment with SL_ENOSPC until maintenance frees space. */
+** a new segment with SL_ENOSPC until maintenance frees space.
+** KEY COMPACTION keeps, in sealed segments, only the newest record of each
+** partition key (newer ones may be anywhere later in the shard, the active
+** segment included), with their sequence numbers and order; a reader sees
+** fewer records, never a changed one.  COLD segments (sealed ones older
+** than cold_after_hours by their last record) are rewritten as zstd blocks
+** and read through the same iterators (decoded into the iterator's own
+** buffer).  Every rewrite is a new file, synced, renamed over the old one,
+** and the directory synced: a crash leaves the old or the new file whole,
+** and a reader holding the old one keeps it until it moves on. */
 
 /* Increase/DecreaseStreamRetentionPeriod: 24..8760 hours; increase refuses
 ** a smaller value and decrease a larger one (SL_EINVAL), as Kinesis does.
@@ -454,13 +476,23 @@ SL_API int sl_stream_decrease_retention(sl_stream *s, uint32_t hours);
 /* Set or clear (bytes 0) the size cap; durable and immediate. */
 SL_API int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes,
                                   sl_cap_policy policy);
+/* Cold storage after `hours` (0: never; at most 8760) and the compaction
+** policy; durable, applied by the next maintenance. */
+SL_API int sl_stream_set_cold_after(sl_stream *s, uint32_t hours);
+SL_API int sl_stream_set_compaction(sl_stream *s, sl_compaction policy);
 
 typedef struct sl_maint_stats {
     uint64_t segments_deleted;       /* expired, or dropped for the cap */
     uint64_t segments_dropped;       /* of which for the cap */
     uint64_t segments_sealed;        /* active segments sealed, expired */
     uint64_t bytes_freed;
-    uint64_t damaged_skipped;        /* segments that could not be judged */
+    uint64_t damaged_skipped;        /* segments that could not be judged or
+                                        rewritten (reported, left as they are) */
+    uint64_t segments_compacted;     /* rewritten by key compaction */
+    uint64_t records_compacted;      /* older records of a key removed */
+    uint64_t segments_cold;          /* rewritten zstd-compressed */
+    uint64_t cold_bytes_before;      /* their size before ... */
+    uint64_t cold_bytes_after;       /* ... and after */
     uint64_t disk_bytes;             /* segment files on disk afterwards */
 } sl_maint_stats;
 /* Called between steps; return non-zero to stop early. */

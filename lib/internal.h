@@ -274,6 +274,7 @@ typedef struct sl_seg {
     bool durable;                     /* (L) synced since sealed (writer) */
     bool removed;                     /* (L) deleted: off the list, freed
                                          by the last unpin */
+    bool cold;                        /* (I) a cold (compressed) file */
     bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
     ** while the header's writer epoch is still `ro_epoch` */
@@ -465,6 +466,8 @@ struct sl_shard {
     sl_shard_rl *rl;                  /* rate limits and counters */
     uint64_t gone_seq;                /* (seglock) largest deleted seq */
     pthread_mutex_t drop_mu;          /* one segment deletion at a time */
+    uint64_t compacted_upto;          /* (maintenance) newest sealed ordinal
+                                         at the last key compaction */
 
     /* group commit of this shard's segments: targets are sequence numbers */
     sl_gc gc;
@@ -637,6 +640,12 @@ SL_HIDDEN int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *fre
                                     bool *did);
 /* Seal the active segment if all its records are <= horizon. */
 SL_HIDDEN int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did);
+/* Pin the segment `ordinal` (loaded); *out NULL if the shard has none. */
+SL_HIDDEN int sl__shard_pin_ordinal(sl_shard *sh, uint64_t ordinal, sl_seg **out);
+/* A rewrite is ready in tmp_path (whole, synced): rename it over segment
+** `ordinal`, sync the directory, and put the new file in the list in place
+** of the old one (freed by its last reader). */
+SL_HIDDEN int sl__shard_replace(sl_shard *sh, uint64_t ordinal, const char *tmp_path);
 /* The largest deleted sequence number of the shard (0: none known). */
 SL_HIDDEN uint64_t sl__shard_gone_seq(sl_shard *sh);
 
@@ -708,6 +717,8 @@ typedef struct sl_manifest {
     uint64_t size_cap_bytes;          /* version 2; 0: none */
     sl_cap_policy size_cap_policy;
     int64_t trim_ms;                  /* INT64_MIN: nothing trimmed */
+    uint32_t cold_after_hours;        /* version 2; 0: never */
+    sl_compaction compaction;         /* version 2 */
     size_t ntags;
     sl_mtag *tags;
     uint32_t next_shard_index;
@@ -803,6 +814,8 @@ struct sl_stream {
     _Atomic uint64_t retention_ms;
     _Atomic int64_t trim_ms;
     _Atomic uint64_t cap_bytes;       /* 0: no size cap */
+    _Atomic uint64_t cold_after_ms;   /* 0: never */
+    _Atomic int compaction;
     _Atomic int cap_policy;
     pthread_mutex_t cap_mu;           /* one cap enforcement at a time */
     _Atomic uint64_t maint_damaged;   /* segments maintenance could not judge */

@@ -20,6 +20,8 @@
 **   sync_interval_ms <u32>
 **   size_cap_bytes <u64>                   version 2: 0 for none
 **   size_cap_policy drop_oldest|refuse     version 2
+**   cold_after_hours <u32>                 version 2: 0 for never
+**   compaction none|key                    version 2
 **   trim_ms <int>|-                        version 2: records that arrived
 **                                          at or before it are gone, whatever
 **                                          the retention period says
@@ -32,7 +34,8 @@
 **                                          line; always the last line
 **
 ** Every scalar field of the file's version appears exactly once (version 1
-** files lack the three version 2 fields: no cap, nothing trimmed).  A line the decoder does not know
+** files lack the five version 2 fields: no cap, nothing trimmed, no cold
+** storage, no compaction).  A line the decoder does not know
 ** is an error (a newer writer bumps the version), as is any checksum
 ** mismatch: the manifest is never half-trusted.  It is replaced with
 ** write-temp, fsync, rename, fsync-directory (sl__os_replace_file), so a
@@ -96,6 +99,8 @@ int sl__manifest_encode(const sl_manifest *m, char **out, size_t *len)
     fprintf(f, "size_cap_bytes %" PRIu64 "\n", m->size_cap_bytes);
     fprintf(f, "size_cap_policy %s\n",
             m->size_cap_policy == SL_CAP_REFUSE ? "refuse" : "drop_oldest");
+    fprintf(f, "cold_after_hours %" PRIu32 "\n", m->cold_after_hours);
+    fprintf(f, "compaction %s\n", m->compaction == SL_COMPACTION_KEY ? "key" : "none");
     if (m->trim_ms == INT64_MIN) fputs("trim_ms -\n", f);
     else fprintf(f, "trim_ms %" PRId64 "\n", m->trim_ms);
     for (size_t i = 0; i < m->ntags; i++) {
@@ -254,7 +259,7 @@ static int parse_shard(dec *d, sl_manifest *m)
 enum {
     F_ID, F_NAME, F_CREATED, F_GEN, F_MODE, F_RET, F_ENC, F_KMS, F_MAXREC,
     F_SEGB, F_DUR, F_SYNCMS, F_NEXT, F_COUNT1,
-    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COUNT2      /* version 2 */
+    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COLD, F_COMPACT, F_COUNT2   /* version 2 */
 };
 
 static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int version)
@@ -343,6 +348,15 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int ve
         if (!strcmp(v, "drop_oldest")) m->size_cap_policy = SL_CAP_DROP_OLDEST;
         else if (!strcmp(v, "refuse")) m->size_cap_policy = SL_CAP_REFUSE;
         else ok = false;
+    } else if (version >= 2 && !strcmp(key, "cold_after_hours")) {
+        f = F_COLD;
+        ok = num_u32(v, &m->cold_after_hours) && m->cold_after_hours <= SL_RETENTION_HOURS_MAX;
+    } else if (version >= 2 && !strcmp(key, "compaction")) {
+        f = F_COMPACT;
+        ok = true;
+        if (!strcmp(v, "none")) m->compaction = SL_COMPACTION_NONE;
+        else if (!strcmp(v, "key")) m->compaction = SL_COMPACTION_KEY;
+        else ok = false;
     } else if (version >= 2 && !strcmp(key, "trim_ms")) {
         f = F_TRIM;
         ok = !strcmp(v, "-") ? (m->trim_ms = INT64_MIN, true) : num_i64(v, &m->trim_ms);
@@ -384,6 +398,7 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
     char *next = text;
     m->trim_ms = INT64_MIN;
     m->size_cap_policy = SL_CAP_DROP_OLDEST;
+    m->compaction = SL_COMPACTION_NONE;
     while (rc == 0 && next && *next) {
         char *line = next;
         char *nl = strchr(line, '\n');

@@ -62,7 +62,11 @@ static int man_commit(sl_stream *s, const sl_manifest *m)
     s->man.trim_ms = m->trim_ms;
     s->man.size_cap_bytes = m->size_cap_bytes;
     s->man.size_cap_policy = m->size_cap_policy;
+    s->man.cold_after_hours = m->cold_after_hours;
+    s->man.compaction = m->compaction;
     s->man.generation = m->generation;
+    atomic_store(&s->cold_after_ms, (uint64_t)m->cold_after_hours * HOUR_MS);
+    atomic_store(&s->compaction, (int)m->compaction);
     atomic_store(&s->trim_ms, m->trim_ms);
     atomic_store(&s->retention_ms, (uint64_t)m->retention_hours * HOUR_MS);
     atomic_store(&s->cap_bytes, m->size_cap_bytes);
@@ -135,6 +139,39 @@ int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes, sl_cap_policy policy)
     return sl__ret(s, rc);
 }
 
+int sl_stream_set_cold_after(sl_stream *s, uint32_t hours)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    if (hours > SL_RETENTION_HOURS_MAX)
+        return sl__ret(s, sl__err(SL_EINVAL, "cold_after_hours %u exceeds %d", hours,
+                                  SL_RETENTION_HOURS_MAX));
+    pthread_mutex_lock(&s->mu);
+    sl_manifest m = s->man;
+    m.cold_after_hours = hours;
+    m.generation++;
+    rc = man_commit(s, &m);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+int sl_stream_set_compaction(sl_stream *s, sl_compaction policy)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc) return sl__ret(s, rc);
+    if ((unsigned)policy > SL_COMPACTION_KEY)
+        return sl__ret(s, sl__err(SL_EINVAL, "compaction %d is not a policy", (int)policy));
+    pthread_mutex_lock(&s->mu);
+    sl_manifest m = s->man;
+    m.compaction = policy ? policy : SL_COMPACTION_NONE;
+    m.generation++;
+    rc = man_commit(s, &m);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
 /* ---- the size cap ------------------------------------------------------- */
 
 uint64_t sl__stream_disk_bytes(sl_stream *s)
@@ -201,6 +238,224 @@ int sl__cap_make_room(sl_stream *s, uint64_t more, sl_maint_stats *st)
     return rc;
 }
 
+/* ---- key compaction -------------------------------------------------------- */
+
+/* partition key -> the newest sequence number of it in the shard */
+typedef struct kent {
+    uint64_t hash, seq;
+    char *key;
+    uint32_t klen;
+} kent;
+typedef struct kmap {
+    kent *v;
+    size_t cap, n;
+} kmap;
+
+static void kmap_free(kmap *m)
+{
+    for (size_t i = 0; i < m->cap; i++) free(m->v[i].key);
+    free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
+static kent *kmap_slot(kmap *m, const uint8_t *key, uint32_t klen, uint64_t h)
+{
+    for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+        kent *e = &m->v[i];
+        if (!e->key || (e->hash == h && e->klen == klen && !memcmp(e->key, key, klen))) return e;
+    }
+}
+
+static int kmap_put(kmap *m, const uint8_t *key, uint32_t klen, uint64_t seq)
+{
+    if (2 * (m->n + 1) > m->cap) {          /* grow: at most half full */
+        kmap old = *m;
+        m->cap = old.cap ? old.cap * 2 : 1024;
+        m->n = 0;
+        if (!(m->v = calloc(m->cap, sizeof *m->v))) {
+            *m = old;
+            return sl__err(SL_ENOMEM, "compaction: key map");
+        }
+        for (size_t i = 0; i < old.cap; i++) {
+            if (!old.v[i].key) continue;
+            *kmap_slot(m, (uint8_t *)old.v[i].key, old.v[i].klen, old.v[i].hash) = old.v[i];
+            m->n++;
+        }
+        free(old.v);
+    }
+    uint64_t h = sl__xxh3(key, klen);
+    kent *e = kmap_slot(m, key, klen, h);
+    if (!e->key) {
+        if (!(e->key = malloc(klen ? klen : 1))) return sl__err(SL_ENOMEM, "compaction: key map");
+        memcpy(e->key, key, klen);
+        e->klen = klen;
+        e->hash = h;
+        m->n++;
+    }
+    if (seq > e->seq) e->seq = seq;
+    return 0;
+}
+
+static uint64_t kmap_newest(kmap *m, const uint8_t *key, uint32_t klen)
+{
+    kent *e = kmap_slot(m, key, klen, sl__xxh3(key, klen));
+    return e->key ? e->seq : 0;
+}
+
+/* Walk the committed records of a pinned hot segment; false on damage. */
+typedef int (*rec_fn)(void *ctx, const sl_recview *v);
+static bool each_record(sl_seg *g, rec_fn fn, void *ctx, int *rc)
+{
+    uint64_t end = sl__seg_is_sealed(g) ? g->data_end : sl__seg_visible_end(g);
+    for (uint64_t off = SL_SEG_HDR; off < end;) {
+        sl_recview v;
+        int r = sl__rec_parse(g->base + off, end - off, true, &v);
+        if (r == SL_REC_END) break;
+        if (r != SL_REC_OK) return false;
+        if ((*rc = fn(ctx, &v)) != 0) return true;
+        off += v.span;
+    }
+    return true;
+}
+
+static int map_add(void *ctx, const sl_recview *v)
+{
+    return kmap_put(ctx, v->key, v->klen, v->seq);
+}
+
+typedef struct csum {
+    kmap *m;
+    uint64_t keep, drop, bytes;       /* records kept and removed; kept spans */
+    sl_seg *out;                      /* the rewrite, when writing */
+} csum;
+
+static int count_superseded(void *ctx, const sl_recview *v)
+{
+    csum *c = ctx;
+    if (kmap_newest(c->m, v->key, v->klen) > v->seq) c->drop++;
+    else {
+        c->keep++;
+        c->bytes += v->span;
+    }
+    return 0;
+}
+
+static int copy_newest(void *ctx, const sl_recview *v)
+{
+    csum *c = ctx;
+    if (kmap_newest(c->m, v->key, v->klen) > v->seq) return 0;
+    sl__seg_append(c->out, v->seq, v->ms, v->key, v->klen, v->data, v->dlen);
+    return 0;
+}
+
+/* Rewrite segment `ord` of sh keeping only the newest record of each key:
+** a new file (its .tmp name) built with the segment writer, sealed,
+** synced, then sl__shard_replace.  *done: a rewrite happened. */
+static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, sl_maint_stats *st)
+{
+    csum c = {m, 0, 0, 0, NULL};
+    int rc = 0;
+    if (!each_record(g, count_superseded, &c, &rc) || rc) {
+        if (rc == 0) {
+            sl__stream_report(sh->s, SL_ECORRUPT, "%s segment %016" PRIx64 ": damaged; "
+                              "compaction skips it", sh->id, g->ordinal);
+            atomic_fetch_add(&sh->s->maint_damaged, 1);
+            if (st) st->damaged_skipped++;
+        }
+        return rc;
+    }
+    if (c.drop == 0) return 0;
+    /* room for the kept records, their index and the trailer */
+    uint64_t bytes = SL_SEG_HDR + c.bytes + (c.bytes / SL_IDX_STRIDE + 2) * SL_IDX_ENTRY +
+                     SL_SEG_TRAILER;
+    bytes = (bytes + 4095) & ~(uint64_t)4095;
+    if (bytes < SL_SEG_HDR + SL_SEG_TRAILER + 4096) bytes = SL_SEG_HDR + SL_SEG_TRAILER + 4096;
+    bytes = (bytes + 4095) & ~(uint64_t)4095;
+    sl_segctx ctx;
+    sl__segctx_init(&ctx, sh);
+    ctx.sync_now = false;               /* synced whole below */
+    char *tmp = sl__seg_path(sh->dir, g->ordinal);
+    if (!tmp) return sl__err(SL_ENOMEM, "compacting %s", sh->id);
+    char *stale;
+    if (asprintf(&stale, "%s.tmp", tmp) >= 0) {     /* a crashed rewrite's */
+        sl__os.unlink(stale);
+        free(stale);
+    }
+    free(tmp);
+    sl_seg *ng = NULL;
+    if ((rc = sl__seg_prepare(&ng, &ctx, sh->dir, g->ordinal, bytes, false)) != 0) return rc;
+    c.out = ng;
+    each_record(g, copy_newest, &c, &rc);
+    if (ng->count == 0) {               /* an empty segment keeps its keys */
+        ng->first_seq = ng->last_seq = g->last_seq;
+        ng->first_ms = ng->last_ms = g->last_ms;
+    }
+    if (rc == 0 && (rc = sl__seg_seal(ng, &ctx)) == 0 && sl__seg_sync_sealed(ng) != 0)
+        rc = sl__errno(SL_EIO, errno, "syncing %s", ng->tmp_path);
+    char *path = rc == 0 ? strdup(ng->tmp_path) : NULL;
+    if (rc == 0 && !path) rc = sl__err(SL_ENOMEM, "compacting %s", sh->id);
+    if (rc) {
+        sl__seg_discard(ng);            /* removes the file */
+        return rc;
+    }
+    free(ng->tmp_path);                 /* the file stays: replace renames it */
+    ng->tmp_path = NULL;
+    sl__seg_free(ng);
+    rc = sl__shard_replace(sh, g->ordinal, path);
+    free(path);
+    if (rc == 0 && st) {
+        st->segments_compacted++;
+        st->records_compacted += c.drop;
+        st->bytes_freed += g->file_bytes > bytes ? g->file_bytes - bytes : 0;
+    }
+    return rc;
+}
+
+/* Key compaction of one shard: when a segment was sealed since the last
+** run, map every key to its newest sequence number (hot segments and the
+** active one; cold ones are older than anything that could supersede them
+** and are not rewritten), then rewrite the sealed segments that hold older
+** records of some key. */
+static int compact_shard(sl_shard *sh, sl_maint_stats *st, int64_t deadline, bool *more)
+{
+    uint64_t newest_sealed = 0;
+    int rc = 0;
+    {
+        sl_seg *g = NULL;
+        uint64_t after = 0;
+        while ((rc = sl__shard_get_seg(sh, after, &g)) == 0 && g) {
+            if (sl__seg_is_sealed(g)) newest_sealed = g->ordinal;
+            after = g->ordinal;
+            sl__shard_put_seg(sh, g);
+        }
+        if (rc) return rc;
+    }
+    if (newest_sealed <= sh->compacted_upto) return 0;
+    kmap m = {0};
+    uint64_t after = 0;
+    sl_seg *g = NULL;
+    while (rc == 0 && (rc = sl__shard_get_seg(sh, after, &g)) == 0 && g) {
+        after = g->ordinal;
+        if (!g->cold) each_record(g, map_add, &m, &rc);   /* damage: its keys count less */
+        sl__shard_put_seg(sh, g);
+    }
+    after = 0;
+    while (rc == 0) {
+        if (sl__monotonic_ms() > deadline) {
+            *more = true;
+            break;
+        }
+        if ((rc = sl__shard_get_seg(sh, after, &g)) != 0 || !g) break;
+        after = g->ordinal;
+        bool candidate = sl__seg_is_sealed(g) && !g->cold && g->ordinal <= newest_sealed;
+        if (candidate) rc = compact_segment(sh, g, &m, st);
+        sl__shard_put_seg(sh, g);
+    }
+    kmap_free(&m);
+    if (rc == 0 && !*more) sh->compacted_upto = newest_sealed;
+    return rc;
+}
+
 /* ---- maintenance ----------------------------------------------------------- */
 
 static int64_t mono_ms(void) { return sl__monotonic_ms(); }
@@ -241,6 +496,8 @@ int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
         }
         if (!synced_dir && sl__os_fsync_dir(sh->dir) != 0 && rc == 0)
             rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
+        if (rc == 0 && !more && atomic_load(&s->compaction) == SL_COMPACTION_KEY)
+            rc = compact_shard(sh, &st, deadline, &more);
     }
     if (rc == 0 && !more) rc = sl__cap_make_room(s, 0, &st);
     st.damaged_skipped = atomic_load(&s->maint_damaged);

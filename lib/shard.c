@@ -200,7 +200,7 @@ static bool parse_seg_name(const char *name, uint64_t *ord, bool *corrupt,
     if (n < 20 || memcmp(name + 16, ".seg", 4) != 0) return false;
     const char *rest = name + 20;
     *corrupt = !strcmp(rest, ".corrupt");
-    *tmp = !strcmp(rest, ".tmp") || !strcmp(rest, ".spare");
+    *tmp = !strcmp(rest, ".tmp") || !strcmp(rest, ".spare") || !strcmp(rest, ".rw");
     if (*rest && !*corrupt && !*tmp) return false;
     uint64_t v = 0;
     for (int i = 0; i < 16; i++) {
@@ -887,6 +887,63 @@ int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did)
     pthread_mutex_unlock(&sh->lock);
     if (*did) sl__shard_wake(sh);
     return rc;
+}
+
+int sl__shard_pin_ordinal(sl_shard *sh, uint64_t ordinal, sl_seg **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&sh->seglock);
+    int rc = 0;
+    for (size_t i = 0; i < sh->nseg && rc == 0; i++) {
+        if (sh->segs[i]->ordinal != ordinal) continue;
+        rc = load_pin_locked(sh, i, out);
+        if (*out && (*out)->ordinal != ordinal) {   /* it proved unusable */
+            unpin_locked(sh, *out);
+            *out = NULL;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    return rc;
+}
+
+int sl__shard_replace(sl_shard *sh, uint64_t ordinal, const char *tmp_path)
+{
+    char *path = sl__seg_path(sh->dir, ordinal);
+    if (!path) return sl__err(SL_ENOMEM, "replacing a segment of %s", sh->id);
+    int rc = 0;
+    /* the new file is whole and synced: renaming it over the old one is the
+    ** one step that switches, atomically */
+    if (sl__os.rename(tmp_path, path) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "renaming %s", tmp_path);
+        sl__os.unlink(tmp_path);
+        free(path);
+        return rc;
+    }
+    if (sl__os_fsync_dir(sh->dir) != 0)
+        rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    sl_seg *ng = NULL;
+    pthread_mutex_lock(&sh->seglock);
+    int orc = sl__seg_open(&ng, &c, path, ordinal, !sh->s->readonly, false, true);
+    if (orc == 0 && ng) {
+        ng->durable = true;
+        ng->dir_durable = rc == 0;
+        for (size_t i = 0; i < sh->nseg; i++) {
+            if (sh->segs[i]->ordinal != ordinal) continue;
+            sl_seg *old = sh->segs[i];
+            sh->segs[i] = ng;
+            ng = NULL;
+            old->removed = true;        /* readers in it keep the old file */
+            if (old->users == 0) sl__seg_free(old);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sh->seglock);
+    sl__seg_free(ng);                   /* deleted meanwhile: not needed */
+    free(path);
+    return rc ? rc : orc;
 }
 
 uint64_t sl__shard_gone_seq(sl_shard *sh)

@@ -652,6 +652,8 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     atomic_store(&s->trim_ms, s->man.trim_ms);
     atomic_store(&s->cap_bytes, s->man.size_cap_bytes);
     atomic_store(&s->cap_policy, (int)s->man.size_cap_policy);
+    atomic_store(&s->cold_after_ms, (uint64_t)s->man.cold_after_hours * 3600000ull);
+    atomic_store(&s->compaction, (int)s->man.compaction);
     s->durability = (opts && opts->durability) ? opts->durability : s->man.durability;
     s->sync_interval_ms = (opts && opts->sync_interval_ms) ? opts->sync_interval_ms
                                                             : s->man.sync_interval_ms;
@@ -865,6 +867,7 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
 
     m->trim_ms = INT64_MIN;
     m->size_cap_policy = SL_CAP_DROP_OLDEST;
+    m->compaction = SL_COMPACTION_NONE;
     if (cfg->version >= 2) {
         uint64_t floor = sl__size_cap_min(shards, m->segment_bytes);
         if (cfg->size_cap_bytes && cfg->size_cap_bytes < floor)
@@ -876,6 +879,13 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
                            (int)cfg->size_cap_policy);
         m->size_cap_bytes = cfg->size_cap_bytes;
         if (cfg->size_cap_policy) m->size_cap_policy = cfg->size_cap_policy;
+        if (cfg->cold_after_hours > SL_RETENTION_HOURS_MAX)
+            return sl__err(SL_EINVAL, "cold_after_hours %u exceeds %d", cfg->cold_after_hours,
+                           SL_RETENTION_HOURS_MAX);
+        if ((unsigned)cfg->compaction > SL_COMPACTION_KEY)
+            return sl__err(SL_EINVAL, "compaction %d is not a policy", (int)cfg->compaction);
+        m->cold_after_hours = cfg->cold_after_hours;
+        if (cfg->compaction) m->compaction = cfg->compaction;
     }
     m->stream_id = sl__random64() | 1;
     strcpy(m->name, cfg->name);
@@ -1202,6 +1212,8 @@ int sl_stream_describe(sl_stream_desc **out, sl_stream *s)
         d->segment_bytes = m->segment_bytes;
         d->size_cap_bytes = m->size_cap_bytes;
         d->size_cap_policy = m->size_cap_policy;
+        d->cold_after_hours = m->cold_after_hours;
+        d->compaction = m->compaction;
         d->disk_bytes = sl__stream_disk_bytes(s);
         d->durability = s->durability;
         d->sync_interval_ms = s->sync_interval_ms;

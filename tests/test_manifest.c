@@ -43,6 +43,8 @@ static void sample_manifest(sl_manifest *m, size_t ntags)
     m->size_cap_bytes = 1ull << 33;
     m->size_cap_policy = SL_CAP_REFUSE;
     m->trim_ms = 1700000000123LL;
+    m->cold_after_hours = 168;
+    m->compaction = SL_COMPACTION_KEY;
     m->ntags = ntags;
     m->tags = calloc(ntags ? ntags : 1, sizeof *m->tags);
     assert_non_null(m->tags);
@@ -100,6 +102,8 @@ static void assert_manifest_equal(const sl_manifest *a, const sl_manifest *b)
     assert_int_equal(a->size_cap_bytes, b->size_cap_bytes);
     assert_int_equal(a->size_cap_policy, b->size_cap_policy);
     assert_true(a->trim_ms == b->trim_ms);
+    assert_int_equal(a->cold_after_hours, b->cold_after_hours);
+    assert_int_equal(a->compaction, b->compaction);
     assert_int_equal(a->ntags, b->ntags);
     for (size_t i = 0; i < a->ntags; i++) {
         assert_string_equal(a->tags[i].key, b->tags[i].key);
@@ -390,7 +394,7 @@ static void rejects_missing_field(void **state)
         "shardlog-manifest ", "stream_id ", "name ", "created_ms ", "generation ", "mode ",
         "retention_hours ", "encryption ", "kms_key_id ", "max_record_kib ",
         "segment_bytes ", "durability ", "sync_interval_ms ", "next_shard_index ",
-        "size_cap_bytes ", "size_cap_policy ", "trim_ms ",
+        "size_cap_bytes ", "size_cap_policy ", "trim_ms ", "cold_after_hours ", "compaction ",
     };
     for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
         lines l;
@@ -481,6 +485,8 @@ static void reads_version_1(void **state)
     lines_remove(&l, lines_find(&l, "size_cap_bytes "));
     lines_remove(&l, lines_find(&l, "size_cap_policy "));
     lines_remove(&l, lines_find(&l, "trim_ms "));
+    lines_remove(&l, lines_find(&l, "cold_after_hours "));
+    lines_remove(&l, lines_find(&l, "compaction "));
     size_t len;
     char *buf = with_checksum(&l, &len);
     sl_manifest d;
@@ -488,6 +494,8 @@ static void reads_version_1(void **state)
     assert_int_equal(d.size_cap_bytes, 0);
     assert_int_equal(d.size_cap_policy, SL_CAP_DROP_OLDEST);
     assert_true(d.trim_ms == INT64_MIN);
+    assert_int_equal(d.cold_after_hours, 0);
+    assert_int_equal(d.compaction, SL_COMPACTION_NONE);
     sl__manifest_free(&d);
     free(buf);
     lines_insert(&l, 3, "trim_ms 5");

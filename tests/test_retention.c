@@ -7,6 +7,7 @@
 */
 #include "testutil.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -436,6 +437,257 @@ static void size_cap_refuses_until_space_frees(void **state)
     sl_vclock_free(vc);
 }
 
+static int fail_at, calls;
+static int failing_unlink(const char *path);
+static int failing_rename(const char *a, const char *b);
+static int failing_fsync(int fd);
+
+/* ---- key compaction ------------------------------------------------------------- */
+
+typedef struct krec {
+    uint64_t seq;
+    int key;
+} krec;
+
+/* Put n records with keys "key-<i % nkeys>" into shard 0 (explicit hash
+** key), 200-byte payloads naming the record; returns them in order. */
+static krec *put_keys(sl_stream *s, int n, int nkeys)
+{
+    krec *r = calloc((size_t)n, sizeof *r);
+    assert_non_null(r);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    for (int i = 0; i < n; i++) {
+        char key[32], data[200];
+        snprintf(key, sizeof key, "key-%d", i % nkeys);
+        memset(data, '.', sizeof data);
+        snprintf(data, sizeof data, "record %d of %s", i, key);
+        sl_put_entry e = {key, data, sizeof data, "0"};
+        sl_put_result res;
+        assert_int_equal(sl_producer_put(p, &e, &res), 0);
+        r[i] = (krec){res.sequence, i % nkeys};
+    }
+    sl_producer_close(p);
+    return r;
+}
+
+/* The first sequence number of shard 0's active segment (records from it
+** on are never compacted). */
+static uint64_t active_first(sl_stream *s)
+{
+    sl_shard *sh = s->shards[0];
+    pthread_mutex_lock(&sh->lock);
+    uint64_t f = sh->active && sh->active->count ? sh->active->first_seq : UINT64_MAX;
+    pthread_mutex_unlock(&sh->lock);
+    return f;
+}
+
+/* What compaction must leave: in sealed segments the newest record of
+** each key, in the active one everything. */
+static void expect_compacted(sl_stream *s, const krec *r, int n, int nkeys, uint64_t active)
+{
+    uint64_t *newest = calloc((size_t)nkeys, sizeof *newest);
+    for (int i = 0; i < n; i++) newest[r[i].key] = r[i].seq;
+    tu_recs got = {0};
+    tu_read_shard(s, SHARD0, &got);
+    assert_int_equal(got.corrupt, 0);
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        bool keep = r[i].seq >= active || r[i].seq == newest[r[i].key];
+        if (!keep) continue;
+        assert_true(k < got.n);
+        assert_int_equal(got.v[k].seq, r[i].seq);
+        char want[64];
+        snprintf(want, sizeof want, "record %d of key-%d", i, r[i].key);
+        assert_int_equal(strncmp(got.v[k].data, want, strlen(want)), 0);
+        k++;
+    }
+    assert_int_equal(k, got.n);
+    tu_recs_free(&got);
+    free(newest);
+}
+
+static void key_compaction_keeps_the_newest_per_key(void **state)
+{
+    const char *root = *state;
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, T0), 0);
+    sl_stream *s = mk(root, "kc", vc, 1, 0, 0);
+    assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_KEY), 0);
+    const int n = 2000, nkeys = 37;
+    krec *r = put_keys(s, n, nkeys);
+    int files = tu_nsegs(root, "kc", 0);
+    assert_true(files >= 5);
+    uint64_t active = active_first(s);
+    sl_maint_stats st;
+    maintain(s, &st);
+    assert_true(st.segments_compacted >= 4);
+    assert_true(st.records_compacted > 1000);
+    expect_compacted(s, r, n, nkeys, active);
+    /* nothing more to do until a segment seals */
+    maintain(s, &st);
+    assert_int_equal(st.segments_compacted, 0);
+    /* and the same after a reopen */
+    assert_int_equal(sl_stream_close(s), 0);
+    s = reopen(root, "kc", vc);
+    expect_compacted(s, r, n, nkeys, active);
+    sl_stream_desc *d;
+    assert_int_equal(sl_stream_describe(&d, s), 0);
+    assert_int_equal(d->compaction, SL_COMPACTION_KEY);
+    sl_stream_desc_free(d);
+    assert_int_equal(sl_stream_close(s), 0);
+    free(r);
+    sl_vclock_free(vc);
+}
+
+/* A rewrite fails at each of its system calls in turn: the stream stays
+** readable with the old or the new segment, and reopens clean. */
+static int fail_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    if (++calls == fail_at) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return fallocate(fd, mode, off, len);
+}
+static int fail_msync(void *a, size_t l, int f)
+{
+    if (++calls == fail_at) {
+        errno = EIO;
+        return -1;
+    }
+    return msync(a, l, f);
+}
+
+static void compaction_survives_failure_at_every_step(void **state)
+{
+    const char *root = *state;
+    for (fail_at = 1; fail_at <= 10; fail_at++) {
+        char name[32];
+        snprintf(name, sizeof name, "kf%d", fail_at);
+        sl_vclock *vc;
+        assert_int_equal(sl_vclock_new(&vc, T0), 0);
+        sl_stream *s = mk(root, name, vc, 1, 0, SL_CAP_DEFAULT);
+        assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_KEY), 0);
+        const int n = 1200, nkeys = 11;
+        krec *r = put_keys(s, n, nkeys);
+        uint64_t active = active_first(s);
+        calls = 0;
+        sl__os.rename = failing_rename;
+        sl__os.fsync = failing_fsync;
+        sl__os.fallocate = fail_fallocate;
+        sl__os.msync = fail_msync;
+        sl__os.unlink = failing_unlink;
+        int rc = sl_stream_maintain(s, -1, NULL, NULL, NULL);
+        sl__os_reset();
+        assert_true(rc == 0 || rc == SL_EIO || rc == SL_ENOSPC);
+        /* every key's newest record is there, in order, nothing corrupt */
+        tu_recs got = {0};
+        tu_read_shard(s, SHARD0, &got);
+        assert_int_equal(got.corrupt, 0);
+        assert_true(got.n >= (size_t)nkeys);
+        for (size_t i = 1; i < got.n; i++) assert_true(got.v[i].seq > got.v[i - 1].seq);
+        tu_recs_free(&got);
+        assert_int_equal(sl_stream_close(s), 0);
+        /* reopen: clean, and one more pass finishes the job */
+        tu_reports rep = {0};
+        sl_open_opts o = SL_OPEN_OPTS_INIT;
+        o.clock = sl_vclock_clock(vc);
+        o.report = tu_report_fn;
+        o.report_ctx = &rep;
+        assert_int_equal(sl_stream_open(&s, root, name, &o), 0);
+        maintain(s, NULL);
+        expect_compacted(s, r, n, nkeys, active);
+        assert_int_equal(rep.count, 0);
+        assert_int_equal(sl_stream_close(s), 0);
+        free(r);
+        sl_vclock_free(vc);
+    }
+}
+
+/* SIGKILL a child that compacts in a loop while writing: the stream opens
+** clean, every key's newest acknowledged record is there. */
+static void compaction_survives_sigkill(void **state)
+{
+    const char *root = *state;
+    for (int round = 0; round < 6; round++) {
+        char name[32];
+        snprintf(name, sizeof name, "kk%d", round);
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            sl_vclock *vc;
+            if (sl_vclock_new(&vc, T0)) _exit(2);
+            sl_stream_config c = SL_STREAM_CONFIG_INIT;
+            c.name = name;
+            c.durability = SL_DURABILITY_NONE;
+            c.segment_bytes = SL_SEGMENT_BYTES_MIN;
+            c.compaction = SL_COMPACTION_KEY;
+            sl_open_opts o = SL_OPEN_OPTS_INIT;
+            o.clock = sl_vclock_clock(vc);
+            sl_stream *s;
+            if (sl_stream_create(&s, root, &c, &o)) _exit(3);
+            sl_producer *p;
+            if (sl_producer_open(&p, s)) _exit(4);
+            for (int i = 0;; i++) {
+                char key[32], data[300];
+                snprintf(key, sizeof key, "key-%d", i % 13);
+                memset(data, 'd', sizeof data);
+                uint64_t seq;
+                if (sl_put(p, key, data, sizeof data, &seq)) _exit(5);
+                struct {
+                    int key;
+                    uint64_t seq;
+                } ack = {i % 13, seq};
+                if (write(pfd[1], &ack, sizeof ack) != (ssize_t)sizeof ack) _exit(6);
+                if (i % 50 == 49 && sl_stream_maintain(s, -1, NULL, NULL, NULL) < 0) _exit(7);
+            }
+        }
+        close(pfd[1]);
+        uint64_t newest[13] = {0};
+        struct {
+            int key;
+            uint64_t seq;
+        } ack;
+        int acks = 0, target = 600 + round * 250;
+        while (acks < target && read(pfd[0], &ack, sizeof ack) == (ssize_t)sizeof ack) {
+            newest[ack.key] = ack.seq;
+            acks++;
+        }
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        while (read(pfd[0], &ack, sizeof ack) == (ssize_t)sizeof ack) newest[ack.key] = ack.seq;
+        close(pfd[0]);
+        assert_true(acks >= target);
+        sl_vclock *vc;
+        assert_int_equal(sl_vclock_new(&vc, T0), 0);
+        tu_reports rep = {0};
+        sl_open_opts o = SL_OPEN_OPTS_INIT;
+        o.clock = sl_vclock_clock(vc);
+        o.report = tu_report_fn;
+        o.report_ctx = &rep;
+        sl_stream *s;
+        assert_int_equal(sl_stream_open(&s, root, name, &o), 0);
+        tu_recs got = {0};
+        tu_read_all(s, &got);
+        assert_int_equal(got.corrupt, 0);
+        for (int k = 0; k < 13; k++) {
+            bool found = false;
+            for (size_t i = 0; i < got.n && !found; i++) found = got.v[i].seq == newest[k];
+            if (!found) fail_msg("round %d: key-%d's newest record %" PRIu64 " is missing",
+                                 round, k, newest[k]);
+        }
+        tu_recs_free(&got);
+        assert_int_equal(rep.count, 0);
+        assert_int_equal(sl_stream_close(s), 0);
+        sl_vclock_free(vc);
+    }
+}
+
 /* ---- budgets, failures, the thread --------------------------------------------------- */
 
 static int stop_at_once(void *ctx, const sl_maint_stats *st)
@@ -454,10 +706,10 @@ static void maintenance_budget_and_progress(void **state)
     fill_segments(s, vc, root, "bud", 3);
     int before = tu_nsegs(root, "bud", 0);
     sl_vclock_advance(vc, 2 * DAY);
-    int calls = 0;
+    int ncalls = 0;
     sl_maint_stats st;
-    assert_int_equal(sl_stream_maintain(s, -1, stop_at_once, &calls, &st), 1);
-    assert_int_equal(calls, 1);
+    assert_int_equal(sl_stream_maintain(s, -1, stop_at_once, &ncalls, &st), 1);
+    assert_int_equal(ncalls, 1);
     assert_int_equal(st.segments_deleted, 0);
     assert_int_equal(tu_nsegs(root, "bud", 0), before);
     assert_int_equal(sl_stream_maintain(s, 0, NULL, NULL, &st), 1);   /* no time */
@@ -473,8 +725,7 @@ static void maintenance_budget_and_progress(void **state)
     sl_vclock_free(vc);
 }
 
-static int fail_at;                     /* the call that fails */
-static int calls;
+/* fail_at: the call that fails; calls: counted so far */
 static int failing_unlink(const char *path)
 {
     if (++calls == fail_at) {
@@ -582,6 +833,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(deletion_survives_failure_at_every_step, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(background_thread_deletes, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(key_compaction_keeps_the_newest_per_key, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(compaction_survives_failure_at_every_step, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(compaction_survives_sigkill, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
