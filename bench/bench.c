@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <inttypes.h>
 #include <unistd.h>
 
 /* ---- configuration ------------------------------------------------------ */
@@ -187,6 +188,67 @@ static void run_wakeup(int r)
             rec_put(r, p99, "wake/cv/p99");
         }
     }
+}
+
+/* Maintenance: appends with and without the maintenance thread, in turn;
+** cold segments: scan rate hot and cold, compression ratio. */
+static sl_maint_stats maint_last;
+static void run_maint(int r)
+{
+    size_t n = O.quick ? 40000 : 200000;
+    for (int k = 0; k < 2; k++) {
+        bool with = (k + (r < 0 ? 0 : r)) % 2 == 1;
+        char dir[4200];
+        fresh_dir(dir, sizeof dir, "run");
+        sl_maint_stats st = {0};
+        double rate = slb_maint_append(dir, n, with, &st);
+        rm_rf(dir);
+        rec_put(r, rate, with ? "maint/with" : "maint/without");
+        if (with && r >= 0) maint_last = st;
+    }
+    char dir[4200];
+    fresh_dir(dir, sizeof dir, "run");
+    double hot, cold, ratio;
+    slb_cold(dir, O.quick ? 40000 : 200000, &hot, &cold, &ratio);
+    rm_rf(dir);
+    rec_put(r, hot, "cold/hot_scan");
+    rec_put(r, cold, "cold/cold_scan");
+    rec_put(r, ratio, "cold/ratio");
+}
+
+static void print_maint(void)
+{
+    printf("### 6. Maintenance beside appends, and cold segments\n\n");
+    printf("Appends: %s telemetry-like JSON events (300-600 B, 1,000 session keys as partition "
+           "keys) into 4 shards of 4 MiB segments, PutRecords of 500, durability NONE, on a "
+           "virtual clock that covers 36 hours over the run, so that during it segments seal, "
+           "expire after 24 h and are deleted, are key-compacted, and turn cold after an hour "
+           "(zstd level 3).  With: a maintenance thread runs every 10 ms (real time) during "
+           "the appends; without: no maintenance.  Cold: the same events into one shard of "
+           "16 MiB segments, scanned (sl_iter_read, checksums verified, every payload byte "
+           "summed) hot, then every sealed segment made cold and scanned again; the ratio is "
+           "the segment files' bytes before and after.\n\n",
+           fnum(O.quick ? 40000 : 200000));
+    st3 w = metric("maint/with"), wo = metric("maint/without");
+    printf("| measure | median | spread |\n|---|---:|---:|\n");
+    printf("| appends without maintenance (records/s) | %s | %s |\n", fmed(wo, 1), fspread(wo, 1));
+    printf("| appends with the maintenance thread (records/s) | %s | %s |\n", fmed(w, 1),
+           fspread(w, 1));
+    st3 rr = ratio_stats("maint/with", "maint/without");
+    printf("| ratio with ÷ without | %s | %s |\n", fratio(rr.med), fspread(rr, 1));
+    st3 h = metric("cold/hot_scan"), c = metric("cold/cold_scan"), z = metric("cold/ratio");
+    printf("| scan of hot segments (records/s) | %s | %s |\n", fmed(h, 1), fspread(h, 1));
+    printf("| scan of cold segments (records/s) | %s | %s |\n", fmed(c, 1), fspread(c, 1));
+    st3 cr = ratio_stats("cold/cold_scan", "cold/hot_scan");
+    printf("| ratio cold ÷ hot scan | %s | %s |\n", fratio(cr.med), fspread(cr, 1));
+    printf("| compression ratio (hot bytes ÷ cold bytes) | %s | %s |\n\n", fmed(z, 1),
+           fspread(z, 1));
+    printf("After the last round with maintenance, one more pass (the thread stopped) still "
+           "deleted %" PRIu64 " segments, compacted %" PRIu64 " (removing %" PRIu64 " older "
+           "records of a key) and made %" PRIu64 " cold, and found %" PRIu64 " damaged: what "
+           "the thread had not caught up with.\n\n",
+           maint_last.segments_deleted, maint_last.segments_compacted,
+           maint_last.records_compacted, maint_last.segments_cold, maint_last.damaged_skipped);
 }
 
 static bool reopen_skipped[2];
@@ -786,6 +848,10 @@ int main(int argc, char **argv)
             progress("%s %d/%d: reopen after SIGKILL", what, shown, O.rounds);
             run_reopen(r);
         }
+        if (want("maint")) {
+            progress("%s %d/%d: maintenance and cold segments", what, shown, O.rounds);
+            run_maint(r);
+        }
     }
     progress("done in %.0f s", now_s() - t_start);
 
@@ -799,6 +865,7 @@ int main(int argc, char **argv)
     if (want("durable")) print_durable();
     if (want("wakeup")) print_wakeup();
     if (want("reopen")) print_reopen();
+    if (want("maint")) print_maint();
     print_goals();
     printf("_Measured in %.0f s._\n", now_s() - t_start);
     keyset_free(&ks1);

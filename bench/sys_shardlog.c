@@ -531,3 +531,137 @@ double slb_reopen(const char *dir, uint64_t bytes, double *crash_ms, double *cle
     close_stream(s);
     return rate;
 }
+
+/* ---- maintenance (issue 5) --------------------------------------------------- */
+
+/* One telemetry event, deterministic in i: a JSON object of 300-600 bytes. */
+static size_t telemetry(char *buf, size_t cap, uint64_t i, char key[32])
+{
+    static const char *const types[] = {"tool_call", "llm_request", "llm_response", "trace",
+                                        "retrieval", "error"};
+    static const char *const tools[] = {"search", "browser", "python", "sql", "shell"};
+    uint64_t h = i * 0x9e3779b97f4a7c15ull;
+    unsigned sess = (unsigned)(h % 1000);
+    snprintf(key, 32, "session-%04u", sess);
+    size_t pad = 60 + (size_t)((h >> 20) % 300);
+    int n = snprintf(buf, cap,
+                     "{\"ts\":%" PRIu64 ",\"session\":\"%s\",\"type\":\"%s\",\"tool\":\"%s\","
+                     "\"latency_ms\":%u,\"tokens_in\":%u,\"tokens_out\":%u,\"status\":\"%s\","
+                     "\"trace_id\":\"%016" PRIx64 "\",\"model\":\"agent-model-v2\","
+                     "\"prompt\":\"",
+                     (uint64_t)(1790000000000ull + i * 37), key, types[(h >> 8) % 6], tools[(h >> 12) % 5],
+                     (unsigned)((h >> 24) % 5000), (unsigned)((h >> 32) % 4000),
+                     (unsigned)((h >> 40) % 2000), (h >> 48) % 50 ? "ok" : "error", h);
+    static const char words[] = "the user asked the agent to find the latest report and "
+                                "summarise the findings for the weekly review meeting ";
+    for (size_t k = 0; k < pad && (size_t)n + 4 < cap; k++) buf[n++] = words[(k + i) % (sizeof words - 1)];
+    n += snprintf(buf + n, cap - (size_t)n, "\"}");
+    return (size_t)n;
+}
+
+double slb_maint_append(const char *dir, size_t n, bool maint, sl_maint_stats *st)
+{
+    sl_vclock *vc;
+    SLCHECK(sl_vclock_new(&vc, 1790000000000LL), NULL, "sl_vclock_new");
+    sl_stream_config cfg = SL_STREAM_CONFIG_INIT;
+    cfg.name = STREAM;
+    cfg.shard_count = SHARDS;
+    cfg.durability = SL_DURABILITY_NONE;
+    cfg.segment_bytes = 4u << 20;
+    cfg.compaction = SL_COMPACTION_KEY;
+    cfg.cold_after_hours = 1;
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.clock = sl_vclock_clock(vc);
+    sl_stream *s;
+    SLCHECK(sl_stream_create(&s, dir, &cfg, &o), NULL, "sl_stream_create");
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open");
+    static char bufs[500][700];
+    static char keys[500][32];
+    static sl_put_entry e[500];
+    static sl_put_result r[500];
+    /* the run spans 36 hours of stream time, whatever n */
+    int64_t step = (int64_t)(36 * 3600000LL / (int64_t)((n + 499) / 500));
+    if (maint) SLCHECK(sl_stream_maintain_start(s, 10), s, "sl_stream_maintain_start");
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i += 500) {
+        size_t k = n - i < 500 ? n - i : 500;
+        for (size_t j = 0; j < k; j++) {
+            size_t len = telemetry(bufs[j], sizeof bufs[j], i + j, keys[j]);
+            e[j] = (sl_put_entry){keys[j], bufs[j], len, NULL};
+        }
+        size_t failed;
+        SLCHECK(sl_producer_put_batch(p, e, k, r, &failed), p, "sl_producer_put_batch");
+        if (failed) sl_die(r[0].error ? r[0].error : SL_EIO, p, "a batch entry failed");
+        sl_vclock_advance(vc, step);
+    }
+    double t = now_s() - t0;
+    if (maint) {
+        SLCHECK(sl_stream_maintain_stop(s), s, "sl_stream_maintain_stop");
+        /* what it did, plus one last pass to report the totals */
+        sl_maint_stats last;
+        SLCHECK(sl_stream_maintain(s, -1, NULL, NULL, &last), s, "sl_stream_maintain");
+        *st = last;
+    }
+    sl_producer_close(p);
+    close_stream(s);
+    sl_vclock_free(vc);
+    return (double)n / t;
+}
+
+static void scan_one(sl_stream *s, uint64_t *count, uint64_t *sum)
+{
+    static sl_record recs[SL_GET_RECORDS_MAX];
+    sl_iter *it;
+    sl_read_result res;
+    SLCHECK(sl_iter_open(&it, s, "shardId-000000000000", SL_ITER_TRIM_HORIZON, 0), s,
+            "sl_iter_open");
+    do {
+        SLCHECK(sl_iter_read(it, recs, SL_GET_RECORDS_MAX, &res), it, "sl_iter_read");
+        for (size_t j = 0; j < res.count; j++) *sum += sum_bytes(recs[j].data, recs[j].data_len);
+        *count += res.count;
+    } while (res.count > 0);
+    sl_iter_close(it);
+}
+
+void slb_cold(const char *dir, size_t n, double *hot_rate, double *cold_rate, double *ratio)
+{
+    sl_vclock *vc;
+    SLCHECK(sl_vclock_new(&vc, 1790000000000LL), NULL, "sl_vclock_new");
+    sl_stream_config cfg = SL_STREAM_CONFIG_INIT;
+    cfg.name = STREAM;
+    cfg.shard_count = 1;
+    cfg.durability = SL_DURABILITY_NONE;
+    cfg.segment_bytes = 16u << 20;
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.clock = sl_vclock_clock(vc);
+    sl_stream *s;
+    SLCHECK(sl_stream_create(&s, dir, &cfg, &o), NULL, "sl_stream_create");
+    sl_producer *p;
+    SLCHECK(sl_producer_open(&p, s), s, "sl_producer_open");
+    static char buf[700];
+    char key[32];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = telemetry(buf, sizeof buf, i, key);
+        SLCHECK(sl_put(p, key, buf, len, NULL), p, "sl_put");
+    }
+    sl_producer_close(p);
+    uint64_t c1 = 0, s1 = 0, c2 = 0, s2 = 0;
+    double t0 = now_s();
+    scan_one(s, &c1, &s1);
+    *hot_rate = (double)c1 / (now_s() - t0);
+    SLCHECK(sl_stream_set_cold_after(s, 1), s, "sl_stream_set_cold_after");
+    sl_vclock_advance(vc, 2 * 3600000);
+    sl_maint_stats st;
+    SLCHECK(sl_stream_maintain(s, -1, NULL, NULL, &st), s, "sl_stream_maintain");
+    if (!st.segments_cold) die("shardlog: no segment turned cold");
+    *ratio = (double)st.cold_bytes_before / (double)st.cold_bytes_after;
+    t0 = now_s();
+    scan_one(s, &c2, &s2);
+    *cold_rate = (double)c2 / (now_s() - t0);
+    if (c1 != n || c2 != n || s1 != s2)
+        die("shardlog: cold scan read %" PRIu64 " records (sum %" PRIu64 "), hot %" PRIu64
+            " (sum %" PRIu64 ")", c2, s2, c1, s1);
+    close_stream(s);
+    sl_vclock_free(vc);
+}

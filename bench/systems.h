@@ -17,6 +17,9 @@
 
 #include "harness.h"
 
+#include <shardlog.h>
+#include <stdbool.h>
+
 #define DURABLE_SIZE 1024u
 #define DURABLE_EVERY 100u
 
@@ -35,6 +38,18 @@ void slb_wakeup(const char *dir, int samples, uint64_t gap_ns, double *med_us, d
 /* The same through the read scheduler: a dedicated consumer's subscription
 ** to shard 0, delivered by the scheduler's thread to a handler. */
 void slb_wakeup_sub(const char *dir, int samples, uint64_t gap_ns, double *med_us, double *p99_us);
+/* Maintenance (issue 5).  Telemetry-like JSON records (about 300-600 B,
+** 1,000 session keys) into 4 shards of 4 MiB segments, PutRecords of 500,
+** on a virtual clock that covers 36 hours over the run, so that over it
+** segments expire, seal, compact (key compaction on) and turn cold (after
+** one hour).  maint: a maintenance thread runs every 10 ms meanwhile.
+** Returns the append rate (records/s, wall time); *st what maintenance did
+** (with maint). */
+double slb_maint_append(const char *dir, size_t n, bool maint, sl_maint_stats *st);
+/* Cold segments: n telemetry records into one shard of 16 MiB segments;
+** scan them hot, make every sealed segment cold, scan again (sums checked).
+** Rates in records/s; *ratio = hot bytes / cold bytes of what turned cold. */
+void slb_cold(const char *dir, size_t n, double *hot_rate, double *cold_rate, double *ratio);
 void condvar_pingpong(int samples, uint64_t gap_ns, double *med_us, double *p99_us);
 /* Fill a stream to `bytes` of 1 KiB records in a child that then SIGKILLs
 ** itself; time the read-write sl_stream_open after it and after a clean

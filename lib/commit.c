@@ -45,7 +45,9 @@
 ** them); after a power cut the acknowledged records come back.  Then
 ** fdatasync the segments touched and clear frame 0.  The segments' own
 ** recovery then finds the records (it verifies every one).  A segment that
-** no longer exists (retention) is skipped.
+** no longer exists (retention) or is sealed on disk (sealing synced it; a
+** rewrite by compaction or cold storage may have moved its bytes) is
+** skipped.
 */
 #include "internal.h"
 
@@ -302,7 +304,15 @@ static jr_file *replay_file(jr_replay *r, uint32_t shard, uint64_t ordinal, int 
     }
     f->fd = sl__os.open(path, O_RDWR | O_CLOEXEC, 0);
     struct stat st;
-    if (f->fd >= 0 && fstat(f->fd, &st) == 0) {
+    uint8_t h[SL_SEG_HDR];
+    if (f->fd >= 0 && sl__os_pread_all(f->fd, h, sizeof h, 0) == 0 &&
+        (sl__ld32(h + 12) != 0 || sl__ld32(h + SL_H_STATE) == SL_STATE_SEALED)) {
+        /* sealed on disk: sealing synced it (ALWAYS), so the journal holds
+        ** nothing it lacks -- and it may since have been rewritten (key
+        ** compaction, cold storage), where the lap's offsets mean nothing */
+        sl__os.close(f->fd);
+        f->fd = -1;
+    } else if (f->fd >= 0 && fstat(f->fd, &st) == 0) {
         f->bytes = (uint64_t)st.st_size;
     } else if (f->fd < 0 && errno != ENOENT) {
         *rc = sl__errno(SL_EIO, errno, "opening %s", path);

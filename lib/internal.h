@@ -274,7 +274,9 @@ typedef struct sl_seg {
     bool durable;                     /* (L) synced since sealed (writer) */
     bool removed;                     /* (L) deleted: off the list, freed
                                          by the last unpin */
-    bool cold;                        /* (I) a cold (compressed) file */
+    bool cold;                        /* (L) a cold (compressed) file; set
+                                         at open, or by sl__seg_map when the
+                                         file was rewritten cold since */
     bool dir_durable;                 /* (L) its directory entry is synced */
     /* read-only follower of a dead writer: cap the visible tail at `ro_cap`
     ** while the header's writer epoch is still `ro_epoch` */
@@ -294,6 +296,21 @@ typedef struct sl_seg {
     _Atomic uint64_t kick_at;         /* a tail past this wakes the preparer */
     char *path;                       /* (I) */
     char *tmp_path;                   /* while prepared but not published */
+    /* ---- cold state (segment.c, issue 5 "Cold compression") ----
+    ** A cold segment is sealed from its open; data_end, first/last seq and
+    ** ms, count and payload come from its cold trailer; file_bytes and
+    ** map_len are the real file size.  Its mapping (read-only, while pinned)
+    ** is read for the block table and compressed blocks only, never handed
+    ** out as records: readers decompress a block at a time (iterator.c). */
+    uint64_t hdr_sum;                 /* (L) hdr_xxh3 of the file read or
+                                         written (0: unknown); sl__seg_map
+                                         compares it to spot a file replaced
+                                         since (rewritten cold, compacted) */
+    uint32_t cold_nblk;               /* (L) blocks */
+    uint64_t cold_tab_off;            /* (L) the block table's file offset */
+    struct sl_cblk *cold_tab;         /* (L) the table rebuilt in memory by a
+                                         scan when the file's is damaged, or
+                                         NULL: read it through the mapping */
 } sl_seg;
 
 /* Header offsets (see the format comment in segment.c). */
@@ -349,7 +366,9 @@ SL_HIDDEN int sl__seg_open(sl_seg **out, const sl_segctx *c,
                            const char *path, uint64_t ordinal, bool writer,
                            bool last, bool writer_alive);
 SL_HIDDEN void sl__seg_free(sl_seg *g);
-/* Map for a reader (caller holds seglock).  SL_EIO/SL_ECORRUPT on failure. */
+/* Map for a reader (caller holds seglock).  SL_EIO/SL_ECORRUPT on failure.
+** A file replaced under g since it was read (rewritten cold or compacted;
+** its header checksum differs from g->hdr_sum) is described again first. */
 SL_HIDDEN int sl__seg_map(sl_seg *g, const sl_segctx *c);
 SL_HIDDEN void sl__seg_unmap(sl_seg *g);
 
@@ -426,6 +445,44 @@ SL_HIDDEN uint64_t sl__seg_resync(sl_seg *g, uint64_t bad, uint64_t end,
 /* Count records and payload bytes in [SL_SEG_HDR, end) by hopping. */
 SL_HIDDEN void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
                              uint64_t *payload);
+
+/* Cold segments (format at the top of segment.c).  The offsets of a cold
+** segment's records are those of its hot layout, so an iterator's position
+** means the same in both kinds; block k holds the whole records of
+** [raw_off, raw_off + raw_len).  For a cold segment, sl__seg_visible_end
+** is data_end, sl__seg_seek decompresses the one block it needs (a damaged
+** block: its start, where the read reports the damage), sl__seg_index_check
+** verifies the block table (rebuilding it by a scan if damaged), and
+** sl__seg_resync, sl__seg_count and sl__seg_block_check are not used on
+** them (they answer without reading records). */
+#define SL_COLD_BLOCK_RAW 65536u      /* raw bytes per block (whole records) */
+struct ZSTD_DCtx_s;                   /* <zstd.h> */
+typedef struct sl_cblk {
+    uint64_t raw_off;                 /* first record's offset, hot layout */
+    uint32_t raw_len, zlen;
+    uint64_t file_off;                /* the zstd frame in the cold file */
+    uint64_t first_seq;
+    int64_t first_ms;
+    uint64_t raw_xxh3;                /* of the decompressed bytes */
+} sl_cblk;
+/* Write g's cold version to tmp_path: g sealed, hot, mapped and loaded.
+** O_EXCL 0600 through sl__os, written, fdatasync'd, closed; the caller
+** renames it over g->path and syncs the directory.  SL_EINVAL (not sealed,
+** already cold, not mapped), SL_ECORRUPT (damaged: nothing written),
+** SL_EIO/SL_ENOSPC/SL_ENOMEM (tmp_path removed).  *file_bytes_out: the cold
+** file's size. */
+SL_HIDDEN int sl__seg_write_cold(sl_seg *g, const sl_segctx *c, const char *tmp_path,
+                                 int level, uint64_t *file_bytes_out);
+/* Block k of a pinned cold segment (k < g->cold_nblk). */
+SL_HIDDEN sl_cblk sl__seg_cold_block(const sl_seg *g, uint32_t k);
+/* The first block whose range ends after off (the block holding off, or
+** the next one after a gap left by a damaged block); cold_nblk if none. */
+SL_HIDDEN uint32_t sl__seg_cold_find(const sl_seg *g, uint64_t off);
+/* Decompress block k of a pinned cold segment into dst (raw_len bytes) and
+** verify its raw_xxh3.  dctx: a ZSTD_DCtx to reuse, or NULL.  0, SL_ENOMEM,
+** or SL_ECORRUPT with *why set (a static string). */
+SL_HIDDEN int sl__seg_cold_decode(const sl_seg *g, uint32_t k, struct ZSTD_DCtx_s *dctx,
+                                  uint8_t *dst, const char **why);
 
 /* ---- Shards (shard.c) --------------------------------------------------- */
 #define SL_NO_SHARD UINT32_MAX
@@ -640,6 +697,10 @@ SL_HIDDEN int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *fre
                                     bool *did);
 /* Seal the active segment if all its records are <= horizon. */
 SL_HIDDEN int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did);
+/* Write the cold (zstd) version of a sealed segment to tmp_path, synced
+** (segment.c).  SL_ECORRUPT: g is damaged, nothing written. */
+SL_HIDDEN int sl__seg_write_cold(sl_seg *g, const sl_segctx *c, const char *tmp_path,
+                                 int level, uint64_t *file_bytes_out);
 /* Pin the segment `ordinal` (loaded); *out NULL if the shard has none. */
 SL_HIDDEN int sl__shard_pin_ordinal(sl_shard *sh, uint64_t ordinal, sl_seg **out);
 /* A rewrite is ready in tmp_path (whole, synced): rename it over segment

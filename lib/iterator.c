@@ -9,6 +9,16 @@
 ** is verified (XXH3) before it is returned; a bad one is reported with its
 ** shard, segment and offset, and the iterator skips past the damage.
 **
+** Cold segments (zstd blocks, see segment.c) are never read through the
+** mapping: the iterator decompresses the block holding its position into
+** its own buffer (the window), checks the block's checksum, and returns
+** views into that buffer -- the records of one block at most per read,
+** valid until the next read or close, as views into a mapping are.  A wait
+** never touches the window.  A damaged block is reported with shard,
+** segment and block; that read returns SL_ECORRUPT and the next one goes on
+** with the following block.  Positions are offsets of the hot layout in
+** both kinds, and the code branches on the kind once per read.
+**
 ** Waiting: see the wake-up protocol in shard.c.  A follower that cannot
 ** write the WAKE file (read-only filesystem, other user) falls back to
 ** checking every 10 ms; that is the only polling in the library.
@@ -19,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <zstd.h>
 
 #define WAIT_SLICE_MS 250
 #define POLL_FALLBACK_MS 10
@@ -38,6 +49,15 @@ struct sl_iter {
     sl_consumer *consumer;            /* reads count as its (or NULL) */
     int64_t touched_ms;               /* opened or last read (KDS expiry) */
     bool expired;                     /* sl_iter_expire */
+    /* cold segments: the window, block win_blk of win_seg decompressed into
+    ** cbuf, holding the records of [win_lo, win_hi) (hot-layout offsets);
+    ** win_seg NULL: none.  Reset whenever the iterator changes segment. */
+    sl_seg *win_seg;
+    uint64_t win_lo, win_hi;
+    uint32_t win_blk;
+    uint8_t *cbuf;
+    size_t ccap;
+    ZSTD_DCtx *dctx;                  /* made by the first cold read */
 };
 
 /* The KDS profile's iterator lifetime (Kinesis: 5 minutes). */
@@ -72,7 +92,90 @@ static void iter_free(sl_iter *it)
     if (!it) return;
     sl__shard_put_seg(it->sh, it->seg);
     atomic_fetch_sub(&it->s->children, 1);
+    free(it->cbuf);
+    ZSTD_freeDCtx(it->dctx);
     free(it);
+}
+
+/* ---- cold segments ---- */
+
+#define COLD_GAP 1
+
+/* Make the window hold the block of cold segment g that holds `off`
+** (decompressing it invalidates the views of the previous read).  0: it
+** does; COLD_GAP: no block holds off (a damaged block left out of a rebuilt
+** table, or past the last one), it->win_blk is the next block (or
+** g->cold_nblk); SL_ECORRUPT: block it->win_blk is damaged, *why says how;
+** SL_ENOMEM. */
+static int cold_window(sl_iter *it, sl_seg *g, uint64_t off, const char **why)
+{
+    if (it->win_seg == g && off >= it->win_lo && off < it->win_hi) return 0;
+    uint32_t k;
+    if (it->win_seg == g && it->win_blk + 1 < g->cold_nblk &&
+        sl__seg_cold_block(g, it->win_blk + 1).raw_off == off)
+        k = it->win_blk + 1;                        /* the next block: no search */
+    else
+        k = sl__seg_cold_find(g, off);
+    it->win_seg = NULL;
+    it->win_blk = k;
+    if (k >= g->cold_nblk) return COLD_GAP;
+    sl_cblk b = sl__seg_cold_block(g, k);
+    if (b.raw_off > off) return COLD_GAP;
+    /* a buffer grown for a large record is given back at the next block */
+    if (b.raw_len > it->ccap || (it->ccap > 4 * SL_COLD_BLOCK_RAW && b.raw_len <= SL_COLD_BLOCK_RAW)) {
+        size_t cap = b.raw_len > SL_COLD_BLOCK_RAW ? b.raw_len : SL_COLD_BLOCK_RAW;
+        free(it->cbuf);
+        it->ccap = 0;
+        if (!(it->cbuf = malloc(cap)))
+            return sl__err(SL_ENOMEM, "%s: a buffer for a cold block", it->sh->id);
+        it->ccap = cap;
+    }
+    if (!it->dctx && !(it->dctx = ZSTD_createDCtx()))
+        return sl__err(SL_ENOMEM, "%s: a zstd context", it->sh->id);
+    int rc = sl__seg_cold_decode(g, k, it->dctx, it->cbuf, why);
+    if (rc) return rc;
+    it->win_seg = g;
+    it->win_lo = b.raw_off;
+    it->win_hi = b.raw_off + b.raw_len;
+    return 0;
+}
+
+/* The record bytes at it->off of the current segment and how many bytes
+** remain before `end` (in the window, for a cold segment: NULL if the
+** window does not hold it->off). */
+static const uint8_t *rec_at(sl_iter *it, uint64_t end, uint64_t *avail)
+{
+    sl_seg *g = it->seg;
+    if (!g->cold) {
+        *avail = end - it->off;
+        return g->base + it->off;
+    }
+    if (it->win_seg != g || it->off < it->win_lo || it->off >= it->win_hi) return NULL;
+    *avail = (it->win_hi < end ? it->win_hi : end) - it->off;
+    return it->cbuf + (it->off - it->win_lo);
+}
+
+/* After a seek into a cold segment: load the block and make sure it->off is
+** the first record with a key >= target (sl__seg_seek already put it there
+** unless it could not decompress the block).  Damage is left for the
+** read to report. */
+static int cold_settle(sl_iter *it, bool by_ms, uint64_t target)
+{
+    sl_seg *g = it->seg;
+    if (!g || !g->cold) return 0;
+    uint64_t end = sl__seg_visible_end(g), avail;
+    const char *why;
+    if (it->off >= end) return 0;
+    int rc = cold_window(it, g, it->off, &why);
+    if (rc) return rc == SL_ENOMEM ? rc : 0;
+    const uint8_t *p;
+    while ((p = rec_at(it, end, &avail)) != NULL) {
+        sl_recview v;
+        if (sl__rec_parse(p, avail, false, &v) != SL_REC_OK) break;
+        if (by_ms ? v.ms >= (int64_t)target : v.seq >= target) break;
+        it->off += v.span;
+    }
+    return 0;
 }
 
 void sl_iter_close(sl_iter *it) { iter_free(it); }
@@ -120,6 +223,7 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
             it->off = SL_SEG_HDR;
         } else {
             rc = sl__shard_seek(sh, true, (uint64_t)h + 1, &it->seg, &it->off);
+            if (rc == 0) rc = cold_settle(it, true, (uint64_t)h + 1);
         }
         break;
     }
@@ -133,6 +237,7 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
         it->last_seq = sl__shard_gone_seq(sh);
         if (h != INT64_MIN && (int64_t)arg <= h) arg = (uint64_t)h + 1;
         rc = sl__shard_seek(sh, true, arg, &it->seg, &it->off);
+        if (rc == 0) rc = cold_settle(it, true, arg);
         break;
     }
     default: {
@@ -146,12 +251,12 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
             break;
         }
         rc = sl__shard_seek(sh, false, arg, &it->seg, &it->off);
+        if (rc == 0) rc = cold_settle(it, false, arg);
         if (rc) break;
         sl_recview v;
-        uint64_t end = it->seg ? sl__seg_visible_end(it->seg) : 0;
-        if (!it->seg || it->off >= end ||
-            sl__rec_parse(it->seg->base + it->off, end - it->off, true, &v) != SL_REC_OK ||
-            v.seq != arg) {
+        uint64_t end = it->seg ? sl__seg_visible_end(it->seg) : 0, avail = 0;
+        const uint8_t *p = it->seg && it->off < end ? rec_at(it, end, &avail) : NULL;
+        if (!p || sl__rec_parse(p, avail, true, &v) != SL_REC_OK || v.seq != arg) {
             char a[SL_SEQ_STR_MAX];
             rc = sl__err(SL_EINVAL,
                          "Invalid StartingSequenceNumber. Sequence number %s is "
@@ -196,19 +301,106 @@ static int advance(sl_iter *it, bool *moved)
     sl__shard_put_seg(it->sh, it->seg);
     it->seg = next;
     it->off = SL_SEG_HDR;
+    it->win_seg = NULL;
     blocks_reset(it);
     *moved = true;
     return 0;
 }
 
+/* Never loads a block: the views of the read just made point into it. */
 static int64_t behind(sl_iter *it, uint64_t end)
 {
     if (!it->seg || it->off >= end) return 0;
     sl_recview v;
-    if (sl__rec_parse(it->seg->base + it->off, end - it->off, false, &v) != SL_REC_OK)
-        return 0;
+    uint64_t avail;
+    const uint8_t *p = rec_at(it, end, &avail);
+    if (p) {
+        if (sl__rec_parse(p, avail, false, &v) != SL_REC_OK) return 0;
+    } else {
+        /* a cold segment, past the window: the next block's first record
+        ** (the table has its time) */
+        sl_seg *g = it->seg;
+        uint32_t k = sl__seg_cold_find(g, it->off);
+        if (k >= g->cold_nblk) return 0;
+        sl_cblk b = sl__seg_cold_block(g, k);
+        if (b.raw_off != it->off) return 0;
+        v.ms = b.first_ms;
+    }
     int64_t d = sl__now(it->s) - v.ms;
     return d > 0 ? d : 0;
+}
+
+/* A read in a cold segment, from the first record of the call: the records
+** of the block holding it->off, up to limit and max_bytes. */
+static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_record *recs,
+                     size_t limit, uint64_t max_bytes, size_t *np)
+{
+    size_t n = 0;
+    uint64_t bytes = 0;
+    const char *why = NULL;
+    *np = 0;
+    if (it->off >= end) return 0;
+    int rc = cold_window(it, g, it->off, &why);
+    if (rc == SL_ENOMEM) return rc;
+    if (rc == 0) {
+        uint64_t lim = it->win_hi < end ? it->win_hi : end;
+        const uint8_t *q = it->cbuf + (it->off - it->win_lo);
+        if (horizon != INT64_MIN && lim - it->off >= SL_REC_HDR &&
+            (int64_t)sl__ld64(q + 16) <= horizon)
+            return trimmed(it, "expired (retention)");
+        /* the block's checksum matched: check only what framing needs, as
+        ** in a verified hot block */
+        while (n < limit && it->off < lim) {
+            q = it->cbuf + (it->off - it->win_lo);
+            uint64_t room = lim - it->off;
+            if (SL_UNLIKELY(room < SL_REC_OVERHEAD)) {
+                why = "a record cut by the block's end";
+                break;
+            }
+            uint32_t rb = sl__ld32(q), kl = sl__ld16(q + 24), dl = sl__ld32(q + 28);
+            uint64_t seq = sl__ld64(q + 8), span = sl__pad8(rb);
+            if (SL_UNLIKELY(rb != SL_REC_OVERHEAD + kl + dl || span > room)) {
+                why = "a record's framing is wrong";
+                break;
+            }
+            if (SL_UNLIKELY(seq <= it->last_seq)) {
+                why = "sequence number out of order";
+                break;
+            }
+            if (n && bytes + kl + dl > max_bytes) break;
+            sl_record *o = &recs[n++];
+            o->partition_key = (const char *)q + SL_REC_HDR;
+            o->key_len = kl;
+            o->data = q + SL_REC_HDR + kl;
+            o->data_len = dl;
+            o->sequence = seq;
+            o->arrival_ms = (int64_t)sl__ld64(q + 16);
+            bytes += kl + dl;
+            it->off += span;
+            it->last_seq = seq;
+        }
+        *np = n;
+        if (!why || n) return 0;        /* what we have first */
+    }
+    /* damage: go on with the next block */
+    uint64_t bad = it->off, next;
+    uint32_t k = it->win_blk;
+    it->win_seg = NULL;
+    if (rc == COLD_GAP) {
+        why = "block missing (damaged: left out of the rebuilt table)";
+        next = k < g->cold_nblk ? sl__seg_cold_block(g, k).raw_off : end;
+    } else {
+        sl_cblk b = sl__seg_cold_block(g, k);
+        next = b.raw_off + b.raw_len;
+    }
+    it->off = next < end ? next : end;
+    rc = sl__err(SL_ECORRUPT,
+                 "%s segment %016" PRIx64 " (cold) block %" PRIu32 " at offset %" PRIu64
+                 ": %s after sequence number %" PRIu64 "; skipped to offset %" PRIu64
+                 " (records in between are lost)",
+                 it->sh->id, g->ordinal, k, bad, why, it->last_seq, it->off);
+    sl__stream_report(it->s, SL_ECORRUPT, "%s", sl__errtext());
+    return rc;
 }
 
 void sl__iter_set_consumer(sl_iter *it, sl_consumer *c) { it->consumer = c; }
@@ -290,6 +482,13 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
         }
         sl_seg *g = it->seg;
         end = sl__seg_visible_end(g);
+        if (SL_UNLIKELY(g->cold)) {     /* always n == 0 here */
+            rc = cold_read(it, g, end, horizon, recs, limit, max_bytes, &n);
+            if (rc || n || it->off < end) break;
+            bool moved;
+            if ((rc = advance(it, &moved)) != 0 || !moved) break;
+            continue;
+        }
         if (n == 0 && it->off < end && horizon != INT64_MIN) {
             sl_recview v;
             if (sl__rec_parse(g->base + it->off, end - it->off, false, &v) == SL_REC_OK &&

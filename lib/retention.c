@@ -456,6 +456,62 @@ static int compact_shard(sl_shard *sh, sl_maint_stats *st, int64_t deadline, boo
     return rc;
 }
 
+/* ---- cold segments ----------------------------------------------------------- */
+
+/* Rewrite the sealed hot segments of sh whose last record is older than
+** the cold age as zstd blocks (sl__seg_write_cold), oldest first, each
+** through "<ordinal>.seg.rw" and sl__shard_replace. */
+static int cold_shard(sl_shard *sh, int64_t now, sl_maint_stats *st, int64_t deadline,
+                      bool *more)
+{
+    uint64_t age = atomic_load(&sh->s->cold_after_ms);
+    if (!age) return 0;
+    int64_t before = now - (int64_t)age;
+    uint64_t after = 0;
+    int rc = 0;
+    for (;;) {
+        if (sl__monotonic_ms() > deadline) {
+            *more = true;
+            break;
+        }
+        sl_seg *g;
+        if ((rc = sl__shard_get_seg(sh, after, &g)) != 0 || !g) break;
+        after = g->ordinal;
+        bool sealed = sl__seg_is_sealed(g);
+        bool go = sealed && !g->cold && g->count && g->last_ms <= before;
+        if (!go) {
+            sl__shard_put_seg(sh, g);
+            if (!sealed) break;         /* the active one: nothing after it */
+            continue;
+        }
+        char *tmp;
+        if (asprintf(&tmp, "%s.rw", g->path) < 0) {
+            sl__shard_put_seg(sh, g);
+            return sl__err(SL_ENOMEM, "making %s cold", sh->id);
+        }
+        sl__os.unlink(tmp);             /* a crashed rewrite's */
+        sl_segctx c;
+        sl__segctx_init(&c, sh);
+        uint64_t bytes = 0, old_bytes = g->file_bytes;
+        rc = sl__seg_write_cold(g, &c, tmp, 3, &bytes);
+        sl__shard_put_seg(sh, g);
+        if (rc == SL_ECORRUPT) {        /* damaged: left as it is, reported */
+            sl__stream_report(sh->s, SL_ECORRUPT, "%s", sl__errtext());
+            atomic_fetch_add(&sh->s->maint_damaged, 1);
+            st->damaged_skipped++;
+            rc = 0;
+        } else if (rc == 0 && (rc = sl__shard_replace(sh, after, tmp)) == 0) {
+            st->segments_cold++;
+            st->cold_bytes_before += old_bytes;
+            st->cold_bytes_after += bytes;
+            st->bytes_freed += old_bytes > bytes ? old_bytes - bytes : 0;
+        }
+        free(tmp);
+        if (rc) break;
+    }
+    return rc;
+}
+
 /* ---- maintenance ----------------------------------------------------------- */
 
 static int64_t mono_ms(void) { return sl__monotonic_ms(); }
@@ -498,6 +554,7 @@ int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
             rc = sl__errno(SL_EIO, errno, "syncing directory %s", sh->dir);
         if (rc == 0 && !more && atomic_load(&s->compaction) == SL_COMPACTION_KEY)
             rc = compact_shard(sh, &st, deadline, &more);
+        if (rc == 0 && !more) rc = cold_shard(sh, sl__now(s), &st, deadline, &more);
     }
     if (rc == 0 && !more) rc = sl__cap_make_room(s, 0, &st);
     st.damaged_skipped = atomic_load(&s->maint_damaged);

@@ -92,6 +92,79 @@
 ** segment is then sealed rather than appended to).  Opening reads only
 ** headers and trailers of sealed segments; their index is checksummed when
 ** first used and rebuilt in memory by a scan if it is damaged.
+**
+** COLD SEGMENT FILES (issue 5).  Maintenance rewrites a sealed segment that
+** is old enough (the stream's cold_after_hours) as a cold file of the same
+** name (sl__seg_write_cold to a temporary name, synced; the caller renames
+** it over the segment and syncs the directory).  Same ordinal, shard,
+** stream and records: the bytes of [256, data_end) of the hot layout,
+** framing, padding and checksums included, cut at record boundaries into
+** blocks of about 64 KiB (SL_COLD_BLOCK_RAW: records are added while the
+** block stays within it; a larger record is a block by itself), each block
+** one zstd frame (ZSTD_compress at the caller's level, 3), then a block
+** table and a cold trailer:
+**
+**   0        256                                 table_off   file_bytes-128
+**   +--------+--------+--------+-----+----------+-------------+---------+
+**   | header | frame0 | frame1 | ... | pad < 8  | block table | trailer |
+**   +--------+--------+--------+-----+----------+-------------+---------+
+**
+** Header: the 256 bytes above, with flags = 0x1 (COLD) and file_bytes = the
+**   file's exact size (not a multiple of 4096); created_ms is the hot
+**   segment's.  Mutable part: commit_tail = data_end, state 1 SEALED,
+**   boot_id of the rewrite, the rest 0.  Flags other than 0 and 0x1 are
+**   refused with SL_ECORRUPT ("unknown flags"), like an unknown version.
+**   The version stays 1: a cold file is a new kind of version-1 file.
+**   Libraries built before cold files existed require flags 0 and take a
+**   cold file for a damaged one ("header fields out of range": a writer
+**   renames it to .corrupt, a follower skips it), so a stream holding cold
+**   files must not be opened by them.
+** Block table entry k (48 bytes at table_off + 48*k, table_off 8-aligned)
+**    0  u64 raw_off      offset of the block's first record in the HOT
+**                        layout: 256 for block 0, then raw_off + raw_len
+**                        of the block before; the last ends at data_end
+**    8  u32 raw_len      bytes of whole records (a multiple of 8)
+**   12  u32 zlen         the frame's size
+**   16  u64 file_off     256 for block 0, then file_off + zlen before
+**   24  u64 first_seq    of the block's first record (strictly rising)
+**   32  i64 first_ms     its arrival time (never falling)
+**   40  u64 raw_xxh3     XXH3-64 of the decompressed raw_len bytes
+** Cold trailer (128 bytes at file_bytes - 128)
+**    0  u32 magic        0x43464C53 ("SLFC")
+**    4  u32 block_count
+**    8  u64 record_count
+**   16  u64 first_seq    24 u64 last_seq
+**   32  i64 first_ms     40 i64 last_ms    (an empty segment: the keys it
+**                                           carries, as a hot one)
+**   48  u64 data_end     the hot layout's end
+**   56  u64 payload      data + key bytes of all records
+**   64  u64 table_off    72 u64 table_xxh3 (of block_count * 48 bytes)
+**   80  u64 hot_bytes    the hot file's size (information)
+**   88  u32 block_raw    SL_COLD_BLOCK_RAW when written (information)
+**   92  28 bytes reserved 0
+**  120  u64 trailer_xxh3 XXH3-64 of trailer bytes 0..119
+**
+** Reading a cold segment.  Its offsets are those of its hot layout, so an
+** iterator's position means the same in both kinds.  Opening reads the
+** header and trailer (pread).  The file is mapped read-only while pinned,
+** for the table and the frames only: records are never read from the
+** mapping.  The table is checksummed and checked (contiguous ranges, rising
+** keys, within the file) when the segment is first pinned.  An iterator
+** decompresses the block holding its position into its own buffer, checks
+** raw_xxh3, then only each record's framing (as in a verified hot block),
+** and returns views into that buffer: one block per read at most.  A block
+** that fails (a zstd error, a wrong size, a checksum mismatch) is reported
+** with shard, segment and block; that read returns SL_ECORRUPT and the
+** iterator goes on with the next block.  Seeks binary-search the table by
+** first_seq / first_ms, then decompress one block and hop.  A damaged
+** trailer or table is reported and the table rebuilt in memory by walking
+** the frames from offset 256 (a frame's size and content size are in its
+** own header; every record of every frame is verified, and the rebuilt
+** entries get checksums of verified bytes): a frame that fails is left
+** out, reported; the walk stops where no frame starts.  A file replaced
+** under a segment already described (rewritten cold or compacted while a
+** follower had it unmapped) is noticed by its header checksum when it is
+** next mapped, and its description read again.
 */
 #include "internal.h"
 
@@ -103,10 +176,21 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #define SEG_MAGIC 0x47534C53u
 #define TRL_MAGIC 0x54464C53u
 #define SEG_VERSION 1u
+#define SEG_FLAG_COLD 0x1u
+#define COLD_MAGIC 0x43464C53u
+#define COLD_ENTRY 48u
+/* sanity bound on a block's raw size (a record is at most 10 MiB) */
+#define COLD_RAW_MAX (32u << 20)
+
+/* cold segments (at the end of this file) */
+static int cold_load(sl_seg *g, const sl_segctx *c, int fd, uint64_t size);
+static void cold_index_check(sl_seg *g, const sl_segctx *c);
+static uint64_t cold_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target);
 
 static inline uint64_t idx_slot_off(uint64_t file_bytes, uint32_t i)
 {
@@ -229,10 +313,20 @@ static int hdr_check(const uint8_t h[SL_SEG_HDR], const sl_segctx *c,
                        "%s: segment format version %u; this library reads "
                        "version %u",
                        path, v, SEG_VERSION);
+    /* a valid checksum over flags this library does not know: a newer
+    ** library's file, refused like a newer version (never quarantined) */
+    uint32_t flags = sl__ld32(h + 12);
+    if (flags & ~SEG_FLAG_COLD)
+        return sl__err(SL_ECORRUPT,
+                       "%s: unknown flags 0x%x in the segment header; this "
+                       "library reads flags 0 (hot) and 0x1 (cold)",
+                       path, flags);
     uint64_t fb = sl__ld64(h + 24);
-    if (sl__ld16(h + 6) != SL_SEG_HDR || sl__ld32(h + 12) != 0 ||
-        sl__ld64(h + 48) != 0 || fb % 4096 != 0 ||
-        fb < SL_SEG_HDR + SL_SEG_TRAILER + 4096 || fb > (1ull << 40)) {
+    bool fb_ok = (flags & SEG_FLAG_COLD)
+                     ? fb >= SL_SEG_HDR + SL_SEG_TRAILER && fb <= (1ull << 40)
+                     : fb % 4096 == 0 && fb >= SL_SEG_HDR + SL_SEG_TRAILER + 4096 &&
+                           fb <= (1ull << 40);
+    if (sl__ld16(h + 6) != SL_SEG_HDR || sl__ld64(h + 48) != 0 || !fb_ok) {
         snprintf(why, whylen, "header fields out of range");
         return 1;
     }
@@ -317,17 +411,78 @@ static int map_fd(sl_seg *g, int fd, bool writable, bool sync_often)
     return 0;
 }
 
+/* The file under g's name is not the one g describes (maintenance renamed
+** a rewrite over it: cold, or compacted): read the new one's description
+** into g, which keeps its identity, its place in the list and its pins
+** (there are none: it is unmapped).  Caller holds seglock. */
+static int seg_reload(sl_seg *g, const sl_segctx *c)
+{
+    sl_seg *ng = NULL;
+    int rc = sl__seg_open(&ng, c, g->path, g->ordinal, false, false, true);
+    if (rc) return rc;
+    if (!ng)                            /* reported by sl__seg_open */
+        return sl__err(SL_ECORRUPT, "%s: replaced by an unusable file", g->path);
+    if (!sl__seg_is_sealed(ng)) {
+        sl__seg_free(ng);
+        return sl__err(SL_ECORRUPT, "%s: replaced by an unsealed file", g->path);
+    }
+    g->file_bytes = ng->file_bytes;
+    g->map_len = ng->map_len;
+    g->data_end = ng->data_end;
+    g->first_seq = ng->first_seq;
+    g->last_seq = ng->last_seq;
+    g->count = ng->count;
+    g->payload = ng->payload;
+    g->first_ms = ng->first_ms;
+    g->last_ms = ng->last_ms;
+    g->tail = ng->tail;
+    g->nidx = ng->nidx;
+    g->idx_low = ng->idx_low;
+    g->next_idx_off = ng->next_idx_off;
+    g->ro_cap = ng->ro_cap;
+    g->ro_epoch = ng->ro_epoch;
+    g->idx_checked = ng->idx_checked;
+    g->cold = ng->cold;
+    g->hdr_sum = ng->hdr_sum;
+    g->cold_nblk = ng->cold_nblk;
+    g->cold_tab_off = ng->cold_tab_off;
+    sl_idx *mi = g->mem_idx;
+    g->mem_idx = ng->mem_idx;
+    g->mem_nidx = ng->mem_nidx;
+    ng->mem_idx = mi;
+    sl_cblk *ct = g->cold_tab;
+    g->cold_tab = ng->cold_tab;
+    ng->cold_tab = ct;
+    atomic_store_explicit(&g->sealed, true, memory_order_release);
+    sl__seg_free(ng);
+    return 0;
+}
+
 int sl__seg_map(sl_seg *g, const sl_segctx *c)
 {
-    (void)c;
     if (g->base) return 0;
-    int fd = sl__os.open(g->path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return sl__errno(errno == ENOENT ? SL_ENOTFOUND : SL_EIO, errno,
-                         "opening %s", g->path);
-    int rc = map_fd(g, fd, false, false);
-    sl__os.close(fd);
-    return rc;
+    for (int tries = 0;; tries++) {
+        int fd = sl__os.open(g->path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0)
+            return sl__errno(errno == ENOENT ? SL_ENOTFOUND : SL_EIO, errno,
+                             "opening %s", g->path);
+        /* the same file as described?  (its immutable header's checksum;
+        ** a replaced file has another size or flags or creation time) */
+        uint8_t h[64];
+        if (g->hdr_sum && (sl__os_pread_all(fd, h, sizeof h, 0) != 0 ||
+                           sl__ld64(h + 56) != g->hdr_sum)) {
+            sl__os.close(fd);
+            if (tries == 3 || !c)
+                return sl__err(SL_ECORRUPT, "%s: the file changed under its segment",
+                               g->path);
+            int rc = seg_reload(g, c);
+            if (rc) return rc;
+            continue;
+        }
+        int rc = map_fd(g, fd, false, false);
+        sl__os.close(fd);
+        return rc;
+    }
 }
 
 void sl__seg_unmap(sl_seg *g)
@@ -343,6 +498,7 @@ void sl__seg_free(sl_seg *g)
     if (!g) return;
     sl__seg_unmap(g);
     free(g->mem_idx);
+    free(g->cold_tab);
     free(g->path);
     free(g->tmp_path);
     free(g);
@@ -406,6 +562,7 @@ int sl__seg_prepare(sl_seg **out, const sl_segctx *c, const char *shard_dir,
     }
     uint8_t h[SL_SEG_HDR];
     hdr_encode(h, c, ordinal, file_bytes);
+    g->hdr_sum = sl__ld64(h + 56);
     if (sl__os_pwrite_all(fd, h, sizeof h, 0) != 0) {
         rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp);
         goto fail;
@@ -573,6 +730,7 @@ static int sync_data(sl_seg *g, uint64_t tail, uint32_t nidx, bool with_index)
 
 int sl__seg_sync_sealed(sl_seg *g)
 {
+    if (g->cold) return 0;              /* synced before it was named */
     return sync_data(g, g->data_end, g->nidx, true);
 }
 
@@ -1047,8 +1205,13 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
                                            writer: the next sync round
                                            writes them (shard.c) */
     g->dir_durable = true;
+    g->hdr_sum = sl__ld64(h + 56);
     g->file_bytes = sl__ld64(h + 24);
     g->map_len = g->file_bytes;
+    if (sl__ld32(h + 12) & SEG_FLAG_COLD) {
+        if ((rc = cold_load(g, c, fd, (uint64_t)st.st_size)) != 0) goto out;
+        goto done;
+    }
     if ((uint64_t)st.st_size < g->file_bytes) {
         sl__report(c, SL_ECORRUPT,
                    "%s segment %016" PRIx64 ": file truncated to %lld of %" PRIu64
@@ -1139,7 +1302,7 @@ bool sl__seg_refresh_sealed(sl_seg *g)
 
 uint64_t sl__seg_visible_end(sl_seg *g)
 {
-    if (atomic_load_explicit(&g->sealed, memory_order_acquire))
+    if (atomic_load_explicit(&g->sealed, memory_order_acquire))   /* cold too */
         return g->data_end;
     uint64_t t = __atomic_load_n(sl__hdr64(g, SL_H_COMMIT_TAIL), __ATOMIC_ACQUIRE);
     if (g->ro_cap &&
@@ -1158,6 +1321,10 @@ void sl__seg_index_check(sl_seg *g, const sl_segctx *c)
 {
     if (g->idx_checked || !atomic_load(&g->sealed)) return;
     g->idx_checked = true;
+    if (g->cold) {
+        cold_index_check(g, c);
+        return;
+    }
     if (g->mem_idx || g->map_len < g->file_bytes) return;
     uint8_t t[SL_SEG_TRAILER];
     memcpy(t, g->base + g->file_bytes - SL_SEG_TRAILER, sizeof t);
@@ -1177,6 +1344,7 @@ void sl__seg_index_check(sl_seg *g, const sl_segctx *c)
 uint32_t sl__seg_index_count(sl_seg *g, uint64_t end)
 {
     (void)end;
+    if (g->cold) return 0;                          /* no record index */
     if (g->mem_idx) return g->mem_nidx;
     if (atomic_load_explicit(&g->sealed, memory_order_acquire)) return g->nidx;
     uint32_t n = __atomic_load_n(sl__hdr32(g, SL_H_INDEX_COUNT), __ATOMIC_ACQUIRE);
@@ -1195,7 +1363,7 @@ int sl__seg_block_check(sl_seg *g, uint64_t off, uint64_t end, uint32_t *hint,
                         uint64_t *block_end)
 {
     *block_end = end;
-    if (g->mem_idx) return -1;                      /* rebuilt: no sums */
+    if (g->mem_idx || g->cold) return -1;           /* rebuilt: no sums */
     bool sealed = sl__seg_is_sealed(g);
     uint32_t n = sl__seg_index_count(g, end), k = *hint;
     if (k >= n || idx_off(g, k) > off) {            /* reposition */
@@ -1246,6 +1414,7 @@ static bool entry_ok(sl_seg *g, const sl_idx *e, uint64_t end)
 
 uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target)
 {
+    if (g->cold) return cold_seek(g, end, by_ms, target);
     uint32_t n = sl__seg_index_count(g, end);
     /* largest entry whose key is < target (and that lies below end) */
     uint32_t lo = 0, hi = n;
@@ -1279,6 +1448,13 @@ uint64_t sl__seg_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target)
 uint64_t sl__seg_resync(sl_seg *g, uint64_t bad, uint64_t end,
                         uint64_t after_seq)
 {
+    if (g->cold) {                      /* not used on cold segments: the
+                                           start of the next block */
+        uint32_t k = sl__seg_cold_find(g, bad);
+        if (k < g->cold_nblk && sl__seg_cold_block(g, k).raw_off <= bad) k++;
+        uint64_t o = k < g->cold_nblk ? sl__seg_cold_block(g, k).raw_off : end;
+        return o < end ? o : end;
+    }
     uint64_t h = skip_by_header(g, bad, end, after_seq, INT64_MIN);
     if (h) return h;
     uint32_t n = sl__seg_index_count(g, end);
@@ -1297,6 +1473,11 @@ void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
                    uint64_t *payload)
 {
     uint64_t off = SL_SEG_HDR, n = 0, p = 0;
+    if (g->cold) {                      /* sealed: its trailer's counts */
+        *records = g->count;
+        *payload = g->payload;
+        return;
+    }
     while (off < end) {
         sl_recview v;
         if (sl__rec_parse(g->base + off, end - off, false, &v) != SL_REC_OK)
@@ -1307,4 +1488,509 @@ void sl__seg_count(sl_seg *g, uint64_t end, uint64_t *records,
     }
     *records = n;
     *payload = p;
+}
+
+/* ---- cold segments ------------------------------------------------------ */
+
+static void cold_entry_put(uint8_t *e, const sl_cblk *b)
+{
+    sl__st64(e + 0, b->raw_off);
+    sl__st32(e + 8, b->raw_len);
+    sl__st32(e + 12, b->zlen);
+    sl__st64(e + 16, b->file_off);
+    sl__st64(e + 24, b->first_seq);
+    sl__st64(e + 32, (uint64_t)b->first_ms);
+    sl__st64(e + 40, b->raw_xxh3);
+}
+
+static sl_cblk cold_entry_get(const uint8_t *e)
+{
+    return (sl_cblk){sl__ld64(e), sl__ld32(e + 8), sl__ld32(e + 12), sl__ld64(e + 16),
+                     sl__ld64(e + 24), (int64_t)sl__ld64(e + 32), sl__ld64(e + 40)};
+}
+
+sl_cblk sl__seg_cold_block(const sl_seg *g, uint32_t k)
+{
+    if (g->cold_tab) return g->cold_tab[k];
+    return cold_entry_get(g->base + g->cold_tab_off + (uint64_t)COLD_ENTRY * k);
+}
+
+uint32_t sl__seg_cold_find(const sl_seg *g, uint64_t off)
+{
+    uint32_t lo = 0, hi = g->cold_nblk;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        sl_cblk b = sl__seg_cold_block(g, mid);
+        if (b.raw_off + b.raw_len <= off) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+int sl__seg_cold_decode(const sl_seg *g, uint32_t k, ZSTD_DCtx *dctx, uint8_t *dst,
+                        const char **why)
+{
+    sl_cblk b = sl__seg_cold_block(g, k);
+    ZSTD_DCtx *own = NULL;
+    if (!dctx && !(dctx = own = ZSTD_createDCtx()))
+        return sl__err(SL_ENOMEM, "decompressing a block of %s", g->path);
+    size_t got = ZSTD_decompressDCtx(dctx, dst, b.raw_len, g->base + b.file_off, b.zlen);
+    ZSTD_freeDCtx(own);
+    if (ZSTD_isError(got)) *why = ZSTD_getErrorName(got);
+    else if (got != b.raw_len) *why = "decompressed size differs from the block table's";
+    else if (sl__xxh3(dst, b.raw_len) != b.raw_xxh3) *why = "checksum mismatch after decompression";
+    else return 0;
+    return SL_ECORRUPT;
+}
+
+/* Validate a cold trailer read from disk and fill the summary. */
+static bool cold_trailer_load(sl_seg *g, const uint8_t t[SL_SEG_TRAILER])
+{
+    if (sl__ld32(t) != COLD_MAGIC || sl__ld64(t + 120) != sl__xxh3(t, 120)) return false;
+    uint32_t nblk = sl__ld32(t + 4);
+    uint64_t count = sl__ld64(t + 8), end = sl__ld64(t + 48), tab = sl__ld64(t + 64);
+    if (tab < SL_SEG_HDR || tab % 8 || g->file_bytes < SL_SEG_TRAILER ||
+        tab + (uint64_t)nblk * COLD_ENTRY != g->file_bytes - SL_SEG_TRAILER ||
+        end < SL_SEG_HDR || end % 8 || (count == 0) != (end == SL_SEG_HDR) ||
+        (count == 0) != (nblk == 0) || count < nblk)
+        return false;
+    g->count = count;
+    g->first_seq = sl__ld64(t + 16);
+    g->last_seq = sl__ld64(t + 24);
+    g->first_ms = (int64_t)sl__ld64(t + 32);
+    g->last_ms = (int64_t)sl__ld64(t + 40);
+    g->payload = sl__ld64(t + 56);
+    g->data_end = g->tail = end;
+    g->cold_nblk = nblk;
+    g->cold_tab_off = tab;
+    return true;
+}
+
+/* Rebuild a cold segment's block table in memory by walking its zstd frames
+** from offset 256 up to `lim` (g mapped).  Every record of every frame is
+** verified; a frame that fails is left out and reported.  With `summary`,
+** the counts, keys and data_end come from the walk too (the trailer is
+** lost). */
+static int cold_scan(sl_seg *g, const sl_segctx *c, uint64_t lim, bool summary)
+{
+    uint64_t pos = SL_SEG_HDR, raw = SL_SEG_HDR, prev_seq = 0;
+    int64_t prev_ms = INT64_MIN;
+    uint64_t count = 0, payload = 0, first_seq = 0, last_seq = 0;
+    int64_t first_ms = 0, last_ms = 0;
+    sl_cblk *tab = NULL;
+    uint32_t n = 0, cap = 0;
+    uint8_t *buf = NULL;
+    size_t bcap = 0;
+    int rc = 0;
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d) return sl__err(SL_ENOMEM, "rebuilding the block table of %s", g->path);
+    if (lim > g->map_len) lim = g->map_len;
+    while (pos + 4 <= lim && sl__ld32(g->base + pos) == ZSTD_MAGICNUMBER) {
+        const uint8_t *f = g->base + pos;
+        size_t zlen = ZSTD_findFrameCompressedSize(f, (size_t)(lim - pos));
+        unsigned long long rlen = ZSTD_isError(zlen) ? ZSTD_CONTENTSIZE_ERROR
+                                                     : ZSTD_getFrameContentSize(f, zlen);
+        if (rlen == ZSTD_CONTENTSIZE_ERROR || rlen == ZSTD_CONTENTSIZE_UNKNOWN ||
+            rlen < SL_REC_OVERHEAD || rlen > COLD_RAW_MAX || rlen % 8) {
+            sl__report(c, SL_ECORRUPT,
+                       "%s segment %016" PRIx64 ": no readable block at file offset "
+                       "%" PRIu64 "; the records from offset %" PRIu64 " on are lost",
+                       c->shard_id, g->ordinal, pos, raw);
+            break;
+        }
+        if (rlen > bcap) {
+            uint8_t *nb = realloc(buf, (size_t)rlen);
+            if (!nb) {
+                rc = sl__err(SL_ENOMEM, "rebuilding the block table of %s", g->path);
+                break;
+            }
+            buf = nb;
+            bcap = (size_t)rlen;
+        }
+        size_t got = ZSTD_decompressDCtx(d, buf, (size_t)rlen, f, zlen);
+        bool ok = !ZSTD_isError(got) && got == rlen;
+        uint64_t o = 0, bc = 0, bp = 0, ps = prev_seq, fs = 0;
+        int64_t pm = prev_ms, fm = 0;
+        while (ok && o < rlen) {
+            sl_recview v;
+            if (sl__rec_parse(buf + o, rlen - o, true, &v) != SL_REC_OK || v.seq <= ps ||
+                v.ms < pm) {
+                ok = false;
+                break;
+            }
+            if (bc++ == 0) {
+                fs = v.seq;
+                fm = v.ms;
+            }
+            bp += v.klen + v.dlen;
+            ps = v.seq;
+            pm = v.ms;
+            o += v.span;
+        }
+        if (ok) {
+            if (n == cap) {
+                uint32_t nc = cap ? cap * 2 : 64;
+                sl_cblk *nt = realloc(tab, nc * sizeof *nt);
+                if (!nt) {
+                    rc = sl__err(SL_ENOMEM, "rebuilding the block table of %s", g->path);
+                    break;
+                }
+                tab = nt;
+                cap = nc;
+            }
+            tab[n++] = (sl_cblk){raw, (uint32_t)rlen, (uint32_t)zlen, pos, fs, fm,
+                                 sl__xxh3(buf, (size_t)rlen)};
+            if (count == 0) {
+                first_seq = fs;
+                first_ms = fm;
+            }
+            count += bc;
+            payload += bp;
+            last_seq = prev_seq = ps;
+            last_ms = prev_ms = pm;
+        } else {
+            sl__report(c, SL_ECORRUPT,
+                       "%s segment %016" PRIx64 ": block at file offset %" PRIu64
+                       " (records at offset %" PRIu64 "..%" PRIu64 ") is damaged; "
+                       "skipped",
+                       c->shard_id, g->ordinal, pos, raw, raw + (uint64_t)rlen);
+        }
+        pos += zlen;
+        raw += rlen;
+    }
+    ZSTD_freeDCtx(d);
+    free(buf);
+    if (rc) {
+        free(tab);
+        return rc;
+    }
+    free(g->cold_tab);
+    g->cold_tab = tab;
+    g->cold_nblk = n;
+    if (summary) {
+        g->count = count;
+        g->payload = payload;
+        if (count) {
+            g->first_seq = first_seq;
+            g->last_seq = last_seq;
+            g->first_ms = first_ms;
+            g->last_ms = last_ms;
+        }
+        g->data_end = g->tail = raw;
+    }
+    return 0;
+}
+
+/* Open: the summary from the cold trailer, or (trailer damaged, file
+** truncated) from a walk of the frames. */
+static int cold_load(sl_seg *g, const sl_segctx *c, int fd, uint64_t size)
+{
+    g->cold = true;
+    g->writable = false;
+    /* the file got its name only once written and synced (see
+    ** sl__seg_write_cold): nothing of it waits for a sync */
+    g->durable = true;
+    const char *why;
+    if (size >= g->file_bytes) {
+        uint8_t t[SL_SEG_TRAILER];
+        if (sl__os_pread_all(fd, t, sizeof t, (off_t)(g->file_bytes - SL_SEG_TRAILER)) != 0)
+            return sl__errno(SL_EIO, errno, "reading %s", g->path);
+        if (cold_trailer_load(g, t)) {
+            atomic_store_explicit(&g->sealed, true, memory_order_release);
+            return 0;           /* the table is checked when first pinned */
+        }
+        why = "cold trailer damaged";
+    } else {
+        why = "file truncated";
+        g->map_len = size;
+    }
+    sl__report(c, SL_ECORRUPT,
+               "%s segment %016" PRIx64 " (cold): %s; rebuilding its block table "
+               "by a scan",
+               c->shard_id, g->ordinal, why);
+    int rc = map_fd(g, fd, false, false);
+    if (rc) return rc;
+    rc = cold_scan(g, c, g->map_len, true);
+    sl__seg_unmap(g);
+    if (rc) return rc;
+    g->idx_checked = true;
+    atomic_store_explicit(&g->sealed, true, memory_order_release);
+    return 0;
+}
+
+/* First pin: is the table on disk whole and consistent? */
+static bool cold_table_ok(const sl_seg *g)
+{
+    uint64_t n = g->cold_nblk, t = g->cold_tab_off;
+    if (g->map_len < g->file_bytes || t + n * COLD_ENTRY > g->file_bytes - SL_SEG_TRAILER)
+        return false;
+    const uint8_t *tr = g->base + g->file_bytes - SL_SEG_TRAILER;
+    if (sl__xxh3(g->base + t, (size_t)(n * COLD_ENTRY)) != sl__ld64(tr + 72)) return false;
+    uint64_t raw = SL_SEG_HDR, pos = SL_SEG_HDR, ps = 0;
+    int64_t pm = INT64_MIN;
+    for (uint32_t k = 0; k < n; k++) {
+        sl_cblk b = cold_entry_get(g->base + t + (uint64_t)COLD_ENTRY * k);
+        if (b.raw_off != raw || b.file_off != pos || b.raw_len < SL_REC_OVERHEAD ||
+            b.raw_len % 8 || b.raw_len > COLD_RAW_MAX || b.zlen == 0 ||
+            b.file_off + b.zlen > t || (k && b.first_seq <= ps) || b.first_ms < pm)
+            return false;
+        raw += b.raw_len;
+        pos += b.zlen;
+        ps = b.first_seq;
+        pm = b.first_ms;
+    }
+    if (raw != g->data_end) return false;
+    if (n) {
+        sl_cblk b = cold_entry_get(g->base + t);
+        if (b.first_seq != g->first_seq || b.first_ms != g->first_ms) return false;
+    }
+    return true;
+}
+
+static void cold_index_check(sl_seg *g, const sl_segctx *c)
+{
+    if (g->cold_tab || cold_table_ok(g)) return;
+    sl__report(c, SL_ECORRUPT,
+               "%s segment %016" PRIx64 " (cold): block table damaged; rebuilding it "
+               "by a scan",
+               c->shard_id, g->ordinal);
+    if (cold_scan(g, c, g->cold_tab_off, false) != 0) {
+        sl__report(c, SL_ECORRUPT,
+                   "%s segment %016" PRIx64 " (cold): %s; its records are not readable",
+                   c->shard_id, g->ordinal, sl__errtext());
+        g->cold_nblk = 0;
+    }
+}
+
+/* The first record at or after `target` (seq, or ms if by_ms): binary search
+** the table, then decompress the one block that may hold it and hop.  A
+** block that cannot be decompressed: its start (the read reports it). */
+static uint64_t cold_seek(sl_seg *g, uint64_t end, bool by_ms, uint64_t target)
+{
+    uint32_t lo = 0, hi = g->cold_nblk;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        sl_cblk b = sl__seg_cold_block(g, mid);
+        bool less = by_ms ? b.first_ms < (int64_t)target : b.first_seq < target;
+        if (less) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) {
+        uint64_t o = g->cold_nblk ? sl__seg_cold_block(g, 0).raw_off : end;
+        return o < end ? o : end;
+    }
+    sl_cblk b = sl__seg_cold_block(g, lo - 1);      /* its first key < target */
+    if (b.raw_off >= end) return end;
+    uint8_t *buf = malloc(b.raw_len);
+    const char *why;
+    if (!buf || sl__seg_cold_decode(g, lo - 1, NULL, buf, &why) != 0) {
+        free(buf);
+        return b.raw_off;
+    }
+    uint64_t o = 0, res = b.raw_off + b.raw_len;
+    while (o < b.raw_len) {
+        sl_recview v;
+        if (sl__rec_parse(buf + o, b.raw_len - o, false, &v) != SL_REC_OK) {
+            res = b.raw_off + o;                    /* let the read report it */
+            break;
+        }
+        if (by_ms ? v.ms >= (int64_t)target : v.seq >= target) {
+            res = b.raw_off + o;
+            break;
+        }
+        o += v.span;
+    }
+    free(buf);
+    return res < end ? res : end;
+}
+
+/* ---- cold writer ---- */
+
+/* Walk g's records, verifying each, and cut them into blocks. */
+static int cold_plan(sl_seg *g, const sl_segctx *c, sl_cblk **out, uint32_t *nout,
+                     uint32_t *max_raw)
+{
+    sl_cblk *v = NULL;
+    uint32_t n = 0, cap = 0;
+    uint64_t off = SL_SEG_HDR, end = g->data_end, count = 0, payload = 0, prev = 0;
+    int64_t pms = INT64_MIN, first_ms = 0, last_ms = 0;
+    uint64_t first_seq = 0;
+    const char *bad = NULL;
+    *max_raw = 0;
+    while (off < end) {
+        sl_recview r;
+        if (sl__rec_parse(g->base + off, end - off, true, &r) != SL_REC_OK) {
+            bad = "a record fails its checksum";
+            break;
+        }
+        if (r.seq <= prev || r.ms < pms) {
+            bad = "records out of order";
+            break;
+        }
+        if (n && v[n - 1].raw_len + r.span <= SL_COLD_BLOCK_RAW) {
+            v[n - 1].raw_len += (uint32_t)r.span;
+        } else {
+            if (n == cap) {
+                uint32_t nc = cap ? cap * 2 : 64;
+                sl_cblk *nv = realloc(v, nc * sizeof *nv);
+                if (!nv) {
+                    free(v);
+                    return sl__err(SL_ENOMEM, "rewriting %s", g->path);
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[n++] = (sl_cblk){off, (uint32_t)r.span, 0, 0, r.seq, r.ms, 0};
+        }
+        if (v[n - 1].raw_len > *max_raw) *max_raw = v[n - 1].raw_len;
+        if (count++ == 0) {
+            first_seq = r.seq;
+            first_ms = r.ms;
+        }
+        payload += r.klen + r.dlen;
+        prev = r.seq;
+        pms = last_ms = r.ms;
+        off += r.span;
+    }
+    if (!bad && (count != g->count || payload != g->payload ||
+                 (count && (first_seq != g->first_seq || prev != g->last_seq ||
+                            first_ms != g->first_ms || last_ms != g->last_ms))))
+        bad = "records differ from its trailer's summary";
+    if (bad) {
+        free(v);
+        return sl__err(SL_ECORRUPT,
+                       "%s segment %016" PRIx64 " is damaged (%s at offset %" PRIu64
+                       "); not rewritten cold",
+                       c->shard_id, g->ordinal, bad, off);
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+}
+
+int sl__seg_write_cold(sl_seg *g, const sl_segctx *c, const char *tmp_path, int level,
+                       uint64_t *file_bytes_out)
+{
+    if (file_bytes_out) *file_bytes_out = 0;
+    if (!g || !c || !tmp_path) return sl__err(SL_EINVAL, "sl__seg_write_cold: NULL argument");
+    if (g->cold)
+        return sl__err(SL_EINVAL, "%s segment %016" PRIx64 " is cold already", c->shard_id,
+                       g->ordinal);
+    if (!g->loaded || !sl__seg_is_sealed(g))
+        return sl__err(SL_EINVAL, "%s segment %016" PRIx64 " is not sealed", c->shard_id,
+                       g->ordinal);
+    if (!g->base)
+        return sl__err(SL_EINVAL, "%s segment %016" PRIx64 " is not mapped", c->shard_id,
+                       g->ordinal);
+    if (g->mem_idx || g->map_len < g->file_bytes || g->data_end < SL_SEG_HDR ||
+        g->data_end > g->file_bytes - SL_SEG_TRAILER)
+        return sl__err(SL_ECORRUPT,
+                       "%s segment %016" PRIx64 " is damaged (%s); not rewritten cold",
+                       c->shard_id, g->ordinal,
+                       g->mem_idx ? "its index was rebuilt" : "truncated or inconsistent");
+    sl_cblk *blk = NULL;
+    uint32_t n = 0, max_raw = 0;
+    int rc = cold_plan(g, c, &blk, &n, &max_raw);
+    if (rc) return rc;
+    /* output staging: frames are compressed straight into it, written in
+    ** runs of about 1 MiB */
+    size_t obcap = 1u << 20, bound = ZSTD_compressBound(max_raw ? max_raw : 1);
+    if (bound > obcap) obcap = bound;
+    uint64_t tab_bytes = (uint64_t)n * COLD_ENTRY;
+    uint8_t *ob = malloc(obcap), *tail = malloc((size_t)tab_bytes + 8 + SL_SEG_TRAILER);
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    int fd = -1;
+    if (!ob || !tail || !cc) {
+        rc = sl__err(SL_ENOMEM, "rewriting %s", g->path);
+        goto out;
+    }
+    fd = sl__os.open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {                       /* not ours: never remove it */
+        rc = sl__errno(sl__errno_code(errno), errno, "creating %s", tmp_path);
+        goto out;
+    }
+    uint64_t fpos = SL_SEG_HDR;         /* file offset of ob[0] */
+    size_t olen = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        sl_cblk *b = &blk[k];
+        if (olen + ZSTD_compressBound(b->raw_len) > obcap) {
+            if (sl__os_pwrite_all(fd, ob, olen, (off_t)fpos) != 0) {
+                rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp_path);
+                goto out;
+            }
+            fpos += olen;
+            olen = 0;
+        }
+        const uint8_t *src = g->base + b->raw_off;
+        size_t z = ZSTD_compressCCtx(cc, ob + olen, obcap - olen, src, b->raw_len, level);
+        if (ZSTD_isError(z)) {
+            rc = sl__err(SL_ENOMEM, "compressing %s: %s", g->path, ZSTD_getErrorName(z));
+            goto out;
+        }
+        b->zlen = (uint32_t)z;
+        b->file_off = fpos + olen;
+        b->raw_xxh3 = sl__xxh3(src, b->raw_len);
+        olen += z;
+    }
+    if (olen && sl__os_pwrite_all(fd, ob, olen, (off_t)fpos) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp_path);
+        goto out;
+    }
+    fpos += olen;
+    /* padding, the block table and the trailer, in one write */
+    uint64_t tab_off = sl__pad8(fpos), pad = tab_off - fpos;
+    uint64_t file_bytes = tab_off + tab_bytes + SL_SEG_TRAILER;
+    memset(tail, 0, (size_t)(pad + tab_bytes + SL_SEG_TRAILER));
+    for (uint32_t k = 0; k < n; k++) cold_entry_put(tail + pad + (uint64_t)COLD_ENTRY * k, &blk[k]);
+    uint8_t *t = tail + pad + tab_bytes;
+    sl__st32(t + 0, COLD_MAGIC);
+    sl__st32(t + 4, n);
+    sl__st64(t + 8, g->count);
+    sl__st64(t + 16, g->first_seq);
+    sl__st64(t + 24, g->last_seq);
+    sl__st64(t + 32, (uint64_t)g->first_ms);
+    sl__st64(t + 40, (uint64_t)g->last_ms);
+    sl__st64(t + 48, g->data_end);
+    sl__st64(t + 56, g->payload);
+    sl__st64(t + 64, tab_off);
+    sl__st64(t + 72, sl__xxh3(tail + pad, (size_t)tab_bytes));
+    sl__st64(t + 80, g->file_bytes);
+    sl__st32(t + 88, SL_COLD_BLOCK_RAW);
+    sl__st64(t + 120, sl__xxh3(t, 120));
+    if (sl__os_pwrite_all(fd, tail, (size_t)(pad + tab_bytes + SL_SEG_TRAILER), (off_t)fpos) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp_path);
+        goto out;
+    }
+    /* the header: the hot one's immutable part (identity, creation time)
+    ** with flag COLD and the real size; sealed */
+    uint8_t h[SL_SEG_HDR];
+    memset(h, 0, sizeof h);
+    memcpy(h, g->base, 56);
+    sl__st32(h + 12, SEG_FLAG_COLD);
+    sl__st64(h + 24, file_bytes);
+    sl__st64(h + 56, sl__xxh3(h, 56));
+    sl__st64(h + SL_H_COMMIT_TAIL, g->data_end);
+    sl__st32(h + SL_H_STATE, SL_STATE_SEALED);
+    sl__st64(h + SL_H_BOOT, sl__boot_id());
+    if (sl__os_pwrite_all(fd, h, sizeof h, 0) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "writing %s", tmp_path);
+        goto out;
+    }
+    if (sl__os.fdatasync(fd) != 0) {
+        rc = sl__errno(sl__errno_code(errno), errno, "syncing %s", tmp_path);
+        goto out;
+    }
+    if (file_bytes_out) *file_bytes_out = file_bytes;
+out:
+    if (fd >= 0) {
+        if (sl__os.close(fd) != 0 && rc == 0)
+            rc = sl__errno(SL_EIO, errno, "closing %s", tmp_path);
+        if (rc) sl__os.unlink(tmp_path);
+    }
+    if (rc && file_bytes_out) *file_bytes_out = 0;
+    ZSTD_freeCCtx(cc);
+    free(ob);
+    free(tail);
+    free(blk);
+    return rc;
 }

@@ -535,6 +535,64 @@ static void torn_frame_ends_replay(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* A segment rewritten after its records went through the journal (made
+** cold here; key compaction likewise) must not get the journal's bytes
+** back: the lap's offsets are the old file's.  Replay skips segments sealed
+** on disk. */
+static void rewritten_segment_is_not_replayed(void **state)
+{
+    const char *root = *state;
+    enum { N = 100 };
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sl_vclock *vc;
+        if (sl_vclock_new(&vc, 1700000000000LL)) _exit(2);
+        sl_stream_config c = SL_STREAM_CONFIG_INIT;
+        c.name = NAME;
+        c.durability = SL_DURABILITY_ALWAYS;
+        c.segment_bytes = SL_SEGMENT_BYTES_MIN;
+        sl_open_opts o = SL_OPEN_OPTS_INIT;
+        o.clock = sl_vclock_clock(vc);
+        sl_stream *s;
+        if (sl_stream_create(&s, root, &c, &o)) _exit(3);
+        sl_producer *p;
+        if (sl_producer_open(&p, s)) _exit(4);
+        char data[1000];
+        for (int i = 0; i < N; i++) {
+            memset(data, 'a' + i % 26, sizeof data);
+            if (sl_put(p, "k", data, sizeof data, NULL)) _exit(5);
+        }
+        if (sl_stream_set_cold_after(s, 1)) _exit(6);
+        sl_vclock_advance(vc, 2 * 3600000);
+        sl_maint_stats st;
+        if (sl_stream_maintain(s, -1, NULL, NULL, &st) || st.segments_cold < 1) _exit(7);
+        raise(SIGKILL);
+        _exit(8);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    assert_int_not_equal(journal_magic(root), 0);
+    tu_reports rep = {0};
+    sl_vclock *vc;                      /* the child's time: nothing expired */
+    assert_int_equal(sl_vclock_new(&vc, 1700000000000LL + 2 * 3600000), 0);
+    tu_opts o = {.reports = &rep, .clock = sl_vclock_clock(vc)};
+    sl_stream *s = tu_open(root, NAME, &o);
+    tu_recs all = {0};
+    tu_read_all(s, &all);
+    assert_int_equal(all.corrupt, 0);
+    assert_int_equal(all.n, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(all.v[i].dlen, 1000);
+        for (int k = 0; k < 1000; k++) assert_int_equal(all.v[i].data[k], 'a' + i % 26);
+    }
+    tu_recs_free(&all);
+    assert_int_equal(rep.count, 0);
+    assert_int_equal(sl_stream_close(s), 0);
+    sl_vclock_free(vc);
+}
+
 /* An entry for a segment that no longer exists (retention removed it) is
 ** skipped; the rest is restored. */
 static void missing_segment_is_skipped(void **state)
@@ -593,6 +651,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_write_fails_the_stream, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(no_room_for_a_journal, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(power_cut_restores_from_journal, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(rewritten_segment_is_not_replayed, tu_setup,
+                                        tu_teardown),
         cmocka_unit_test_setup_teardown(process_crash_replays_nothing, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(reopen_in_another_mode, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(torn_frame_ends_replay, tu_setup, tu_teardown),
