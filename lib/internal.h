@@ -879,7 +879,6 @@ struct sl_stream {
     _Atomic int compaction;
     _Atomic int cap_policy;
     pthread_mutex_t cap_mu;           /* one cap enforcement at a time */
-    _Atomic uint64_t maint_damaged;   /* segments maintenance could not judge */
     pthread_t maint;
     bool maint_running, maint_stop;
     uint32_t maint_period_ms;

@@ -359,7 +359,6 @@ static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, sl_maint_stats *st)
         if (rc == 0) {
             sl__stream_report(sh->s, SL_ECORRUPT, "%s segment %016" PRIx64 ": damaged; "
                               "compaction skips it", sh->id, g->ordinal);
-            atomic_fetch_add(&sh->s->maint_damaged, 1);
             if (st) st->damaged_skipped++;
         }
         return rc;
@@ -497,7 +496,6 @@ static int cold_shard(sl_shard *sh, int64_t now, sl_maint_stats *st, int64_t dea
         sl__shard_put_seg(sh, g);
         if (rc == SL_ECORRUPT) {        /* damaged: left as it is, reported */
             sl__stream_report(sh->s, SL_ECORRUPT, "%s", sl__errtext());
-            atomic_fetch_add(&sh->s->maint_damaged, 1);
             st->damaged_skipped++;
             rc = 0;
         } else if (rc == 0 && (rc = sl__shard_replace(sh, after, tmp)) == 0) {
@@ -557,7 +555,6 @@ int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
         if (rc == 0 && !more) rc = cold_shard(sh, sl__now(s), &st, deadline, &more);
     }
     if (rc == 0 && !more) rc = sl__cap_make_room(s, 0, &st);
-    st.damaged_skipped = atomic_load(&s->maint_damaged);
     st.disk_bytes = sl__stream_disk_bytes(s);
     if (fn && rc == 0 && !more) fn(ctx, &st);          /* the final tally */
     if (out) *out = st;

@@ -507,6 +507,24 @@ static void expect_compacted(sl_stream *s, const krec *r, int n, int nkeys, uint
     free(newest);
 }
 
+/* After a failed rewrite: reopen (watching for damage reports), let one
+** more pass finish the job, and check what compaction must leave. */
+static void reopen_finish_check(const char *root, const char *name, sl_vclock *vc,
+                                const krec *r, int n, int nkeys, uint64_t active)
+{
+    tu_reports rep = {0};
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.clock = sl_vclock_clock(vc);
+    o.report = tu_report_fn;
+    o.report_ctx = &rep;
+    sl_stream *s;
+    assert_int_equal(sl_stream_open(&s, root, name, &o), 0);
+    maintain(s, NULL);
+    expect_compacted(s, r, n, nkeys, active);
+    assert_int_equal(rep.count, 0);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 static void key_compaction_keeps_the_newest_per_key(void **state)
 {
     const char *root = *state;
@@ -589,17 +607,7 @@ static void compaction_survives_failure_at_every_step(void **state)
         for (size_t i = 1; i < got.n; i++) assert_true(got.v[i].seq > got.v[i - 1].seq);
         tu_recs_free(&got);
         assert_int_equal(sl_stream_close(s), 0);
-        /* reopen: clean, and one more pass finishes the job */
-        tu_reports rep = {0};
-        sl_open_opts o = SL_OPEN_OPTS_INIT;
-        o.clock = sl_vclock_clock(vc);
-        o.report = tu_report_fn;
-        o.report_ctx = &rep;
-        assert_int_equal(sl_stream_open(&s, root, name, &o), 0);
-        maintain(s, NULL);
-        expect_compacted(s, r, n, nkeys, active);
-        assert_int_equal(rep.count, 0);
-        assert_int_equal(sl_stream_close(s), 0);
+        reopen_finish_check(root, name, vc, r, n, nkeys, active);
         free(r);
         sl_vclock_free(vc);
     }
@@ -686,6 +694,77 @@ static void compaction_survives_sigkill(void **state)
         assert_int_equal(sl_stream_close(s), 0);
         sl_vclock_free(vc);
     }
+}
+
+/* Cold rewrites fail at each system call in turn, as compaction above. */
+static void cold_rewrite_survives_failure_at_every_step(void **state)
+{
+    const char *root = *state;
+    for (fail_at = 1; fail_at <= 8; fail_at++) {
+        char name[32];
+        snprintf(name, sizeof name, "cf%d", fail_at);
+        sl_vclock *vc;
+        assert_int_equal(sl_vclock_new(&vc, T0), 0);
+        sl_stream *s = mk(root, name, vc, 1, 0, SL_CAP_DEFAULT);
+        const int n = 800, nkeys = 50;
+        krec *r = put_keys(s, n, nkeys);
+        assert_int_equal(sl_stream_set_cold_after(s, 1), 0);
+        sl_vclock_advance(vc, 2 * HOUR);
+        calls = 0;
+        sl__os.rename = failing_rename;
+        sl__os.fsync = failing_fsync;
+        sl__os.unlink = failing_unlink;
+        sl__os.fdatasync = failing_fsync;
+        int rc = sl_stream_maintain(s, -1, NULL, NULL, NULL);
+        sl__os_reset();
+        assert_true(rc == 0 || rc == SL_EIO || rc == SL_ENOSPC);
+        expect_compacted(s, r, n, nkeys, 0);        /* every record, untouched */
+        assert_int_equal(sl_stream_close(s), 0);
+        reopen_finish_check(root, name, vc, r, n, nkeys, 0);
+        free(r);
+        sl_vclock_free(vc);
+    }
+}
+
+/* A damaged segment met by compaction and by the cold rewrite is skipped,
+** reported and counted; the others are processed. */
+static void damaged_segment_is_skipped(void **state)
+{
+    const char *root = *state;
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, T0), 0);
+    tu_reports rep = {0};
+    sl_stream_config c = SL_STREAM_CONFIG_INIT;
+    c.name = "dmg";
+    c.durability = SL_DURABILITY_NONE;
+    c.segment_bytes = SL_SEGMENT_BYTES_MIN;
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.clock = sl_vclock_clock(vc);
+    o.report = tu_report_fn;
+    o.report_ctx = &rep;
+    sl_stream *s;
+    assert_int_equal(sl_stream_create(&s, root, &c, &o), 0);
+    krec *r = put_keys(s, 1500, 1500);          /* no key repeats: compaction */
+    free(r);                                    /* only reads the segments */
+    assert_int_equal(sl_stream_close(s), 0);
+    assert_true(tu_nsegs(root, "dmg", 0) >= 4);
+    char *seg2 = tu_seg_path(root, "dmg", 0, 2);
+    tu_flip_byte(seg2, SL_SEG_HDR + 100);         /* inside the first record */
+    free(seg2);
+    assert_int_equal(sl_stream_open(&s, root, "dmg", &o), 0);
+    assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_KEY), 0);
+    assert_int_equal(sl_stream_set_cold_after(s, 1), 0);
+    sl_vclock_advance(vc, 2 * HOUR);
+    int before = rep.count;
+    sl_maint_stats st;
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.damaged_skipped >= 2);       /* compaction's and cold's */
+    assert_int_equal(st.segments_compacted, 0);
+    assert_true(st.segments_cold >= 2);
+    assert_true(rep.count > before);
+    assert_non_null(strstr(rep.all, "0000000000000002"));
+    assert_int_equal(sl_stream_close(s), 0);
+    sl_vclock_free(vc);
 }
 
 /* ---- budgets, failures, the thread --------------------------------------------------- */
@@ -838,6 +917,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(compaction_survives_failure_at_every_step, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(compaction_survives_sigkill, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(cold_rewrite_survives_failure_at_every_step, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(damaged_segment_is_skipped, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
