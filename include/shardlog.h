@@ -509,6 +509,34 @@ SL_API int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn,
 SL_API int sl_stream_maintain_start(sl_stream *s, uint32_t period_ms);
 SL_API int sl_stream_maintain_stop(sl_stream *s);
 
+/* ---- Resharding -----------------------------------------------------------
+** SplitShard, MergeShards and UpdateShardCount (UNIFORM_SCALING).  Parents
+** close with an ending sequence number; children take the next shard
+** indexes and name their parents; routing switches atomically, so a put
+** racing with a reshard lands in exactly one open shard, once.  The shard
+** map is replaced in one atomic manifest write: a crash leaves the old map
+** or the new one.  Children's sequence numbers are above their parents',
+** so per-key order holds for a reader that reads a parent to its end
+** (sl_read_result.shard_end) before its children.  Provisioned streams
+** only (SL_EVALIDATION on ON_DEMAND, as Kinesis).  Writers only. */
+
+/* Split shard_id at new_starting_hash_key (decimal; greater than the
+** shard's starting hash key, at most its ending one): records hashing
+** below it go to the first child, the others to the second.
+** @return 0, SL_ENOTFOUND, SL_EINVAL (closed shard, key outside the
+**         range), SL_EVALIDATION, SL_ELIMIT, SL_EIO. */
+SL_API int sl_stream_split_shard(sl_stream *s, const char *shard_id,
+                                 const char *new_starting_hash_key);
+/* Merge two adjacent open shards (either order); the child's
+** ParentShardId is shard_id, its AdjacentParentShardId adjacent_shard_id.
+** @return 0, SL_ENOTFOUND, SL_EINVAL (closed, not adjacent), ... */
+SL_API int sl_stream_merge_shards(sl_stream *s, const char *shard_id,
+                                  const char *adjacent_shard_id);
+/* Scale to `target` open shards covering the key space in even ranges,
+** through splits and merges (between half and twice the open shards).
+** @return 0, SL_EINVAL (target), SL_EVALIDATION, SL_ELIMIT, SL_EIO. */
+SL_API int sl_stream_update_shard_count(sl_stream *s, uint32_t target);
+
 /* ---- Hash keys and sequence numbers -------------------------------------
 ** A hash key is a 128-bit unsigned integer, here as 16 big-endian bytes. */
 
@@ -617,6 +645,11 @@ typedef struct sl_read_result {
                                         with AFTER_SEQUENCE_NUMBER. */
     int64_t retry_after_ms;          /* SL_ETHROTTLED: ms until a read may
                                         succeed; else 0 */
+    /* a closed shard read to its end: no record will ever follow; read
+    ** its children (NextShardIterator null, ChildShards) */
+    int shard_end;
+    size_t child_count;
+    char child_shard_ids[2][SL_SHARD_ID_LEN + 1];
 } sl_read_result;
 
 /* GetRecords: up to `limit` (1..10000) records and at most 10 MiB.  A read
@@ -828,6 +861,8 @@ typedef struct sl_delivery {
     int64_t millis_behind_latest;
     int end;                         /* SL_SUB_END_...: the last delivery */
     int error;                       /* with SL_SUB_END_ERROR */
+    size_t child_count;              /* with SL_SUB_END_SHARD_END: the */
+    const char *const *child_shard_ids; /* shards to subscribe to next */
 } sl_delivery;
 
 /* A handler, called from the dispatching thread with no library lock held.

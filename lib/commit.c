@@ -555,6 +555,26 @@ int sl__journal_open(sl_stream *s)
     return 0;
 }
 
+/* A reshard added shards: the per-shard tables follow (the round's leader
+** owns them, so no lock is needed). */
+static int jr_grow(sl_journal *j, size_t n)
+{
+    uint64_t *ord = realloc(j->ord, n * sizeof *ord);
+    if (ord) j->ord = ord;
+    uint64_t *off = ord ? realloc(j->off, n * sizeof *off) : NULL;
+    if (off) j->off = off;
+    jr_span *sp = off ? realloc(j->spans, n * sizeof *sp) : NULL;
+    if (sp) j->spans = sp;
+    struct iovec *iov = sp ? realloc(j->iov, (1 + 2 * n) * sizeof *iov) : NULL;
+    if (iov) j->iov = iov;
+    uint8_t *eh = iov ? realloc(j->ehdr, n * JR_ENTRY_HDR) : NULL;
+    if (eh) j->ehdr = eh;
+    if (!eh) return -1;
+    for (size_t i = j->n; i < n; i++) j->ord[i] = j->off[i] = 0;
+    j->n = n;
+    return 0;
+}
+
 /* Everything committed is made durable in the segments themselves; the lap
 ** can start over. */
 static int checkpoint(sl_stream *s, sl_journal *j)
@@ -615,9 +635,13 @@ static int journal_round(void *ctx, uint64_t *upto)
         }
     }
     /* every commit with a ticket up to here was appended before we look */
-    size_t ns = 0;
+    size_t ns = 0, nsh = atomic_load_explicit(&s->nshards, memory_order_acquire);
     uint64_t bytes = JR_FRAME_HDR;
-    for (size_t i = 0; i < s->nshards; i++) {
+    if (nsh > j->n && jr_grow(j, nsh) != 0) {
+        *upto = j->covered;             /* nothing covered; waiters fail */
+        return sl__err(SL_ENOMEM, "growing the journal's shard tables");
+    }
+    for (size_t i = 0; i < nsh; i++) {
         sl_shard *sh = s->shards[i];
         uint64_t tail;
         sl_seg *g = sh ? sl__shard_pin_active(sh, &tail) : NULL;

@@ -99,9 +99,21 @@
 #define CONSUMERS_DEFAULT 20u
 #define CONS_NAME_MAX SL_STREAM_NAME_MAX
 
+/* Counters live in chunks of CCOUNT_CHUNK shards, made on first use and
+** never moved, so that shards a reshard adds get theirs too and readers
+** can hold a pointer without a lock. */
 sl_ccount *sl__consumer_count(sl_consumer *c, uint32_t shard)
 {
-    return c && shard < c->ncount ? &c->count[shard] : NULL;
+    if (!c || shard >= SL_SHARDS_TOTAL_MAX) return NULL;
+    _Atomic(sl_ccount *) *slot = &c->chunks[shard / CCOUNT_CHUNK];
+    sl_ccount *k = atomic_load_explicit(slot, memory_order_acquire);
+    if (!k) {
+        sl_ccount *n = calloc(CCOUNT_CHUNK, sizeof *n);
+        if (!n) return NULL;
+        if (atomic_compare_exchange_strong(slot, &k, n)) k = n;
+        else free(n);                   /* another thread made it first */
+    }
+    return &k[shard % CCOUNT_CHUNK];
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -565,7 +577,7 @@ static void cons_free(sl_consumer *c)
     if (!c) return;
     if (c->ckpt_fd >= 0) sl__os.close(c->ckpt_fd);
     pthread_mutex_destroy(&c->mu);
-    free(c->count);
+    for (size_t i = 0; i < sizeof c->chunks / sizeof *c->chunks; i++) free(c->chunks[i]);
     free(c->dir);
     free(c);
 }
@@ -608,13 +620,6 @@ int sl_consumer_open(sl_consumer **out, sl_stream *s, const char *name)
     ** the read and the link */
     pthread_mutex_lock(&s->cons_mu);
     if ((rc = cons_read(s, name, &c->info)) == 0) rc = ckpt_open(c);
-    if (rc == 0) {
-        pthread_mutex_lock(&s->mu);
-        c->ncount = s->nshards;
-        pthread_mutex_unlock(&s->mu);
-        if (!(c->count = calloc(c->ncount ? c->ncount : 1, sizeof *c->count)))
-            rc = sl__err(SL_ENOMEM, "opening consumer '%s'", name);
-    }
     if (rc == 0) {
         c->next = s->cons_open;
         s->cons_open = c;

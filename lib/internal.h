@@ -10,7 +10,7 @@
 **   shard->seglock  >  shard->gc.mu;  journal->gc.mu is taken alone;
 **   consumer->mu  >  (what a checkpoint's sync takes);  stream->cons_mu;
 **   leaves, taken with nothing inside: shard->rl->mu, stream->fault_mu,
-**   vclock->mu
+**   stream->fail_mu, vclock->mu
 ** No lock is held across a user callback, except the report callback
 ** (sl_report_fn), which is documented as not calling into the stream.
 */
@@ -486,6 +486,8 @@ SL_HIDDEN int sl__seg_cold_decode(const sl_seg *g, uint32_t k, struct ZSTD_DCtx_
 
 /* ---- Shards (shard.c) --------------------------------------------------- */
 #define SL_NO_SHARD UINT32_MAX
+/* Shards a stream may have had, open and closed (the manifest's limit). */
+#define SL_SHARDS_TOTAL_MAX (4u * SL_SHARDS_MAX)
 
 /* Shards are allocated on their own cache lines (sl__shard_alloc), so two
 ** threads appending to two shards never share a line. */
@@ -494,9 +496,10 @@ struct sl_shard {
     uint32_t index;
     char id[SL_SHARD_ID_LEN + 1];
     sl_u128 start, end;
-    bool open;
+    _Atomic bool open;                /* cleared once, by a reshard */
     uint32_t parent, adjacent;
-    uint64_t start_seq, end_seq;
+    uint64_t start_seq;
+    _Atomic uint64_t end_seq;         /* set when closed */
     char *dir;
     sl_stream *s;
 
@@ -549,6 +552,14 @@ SL_HIDDEN int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive);
 ** committed, *done = k, and the error is returned. */
 SL_HIDDEN int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
                                int64_t now_ms, uint64_t *seqs, size_t *done);
+/* Returned (positive, internal) by sl__shard_append when a reshard closed
+** the shard: route again. */
+#define SL__RESHARDED 1
+/* Reshard: take the shard's append lock and seal its active segment; the
+** lock stays held until sl__shard_close_end, which marks it closed (or
+** not, if the reshard failed).  *last_seq: its last record's number. */
+SL_HIDDEN int sl__shard_close_begin(sl_shard *sh, uint64_t *last_seq);
+SL_HIDDEN void sl__shard_close_end(sl_shard *sh, bool closed, uint64_t end_seq);
 /* Return once every record up to seq is durable in the shard's segments. */
 SL_HIDDEN int sl__shard_wait_durable(sl_shard *sh, uint64_t seq);
 /* fdatasync a segment file through a descriptor of our own (the page cache
@@ -720,6 +731,7 @@ typedef struct sl_ccount {
     ** and their names (the shard directory) up to ck_dir */
     uint64_t ck_synced, ck_dir;
 } sl_ccount;
+#define CCOUNT_CHUNK 256u
 struct sl_consumer {
     sl_stream *s;
     sl_consumer_info info;
@@ -727,11 +739,11 @@ struct sl_consumer {
     int ckpt_fd;
     pthread_mutex_t mu;               /* checkpoint writes */
     _Atomic int subs;                 /* open subscriptions */
-    size_t ncount;                    /* by shard index */
-    sl_ccount *count;
+    /* counters by shard index, in chunks (sl__consumer_count) */
+    _Atomic(sl_ccount *) chunks[(SL_SHARDS_TOTAL_MAX + CCOUNT_CHUNK - 1) / CCOUNT_CHUNK];
     sl_consumer *next;                /* stream->cons_open list */
 };
-/* The counters of (c, shard index); NULL for an unknown index. */
+/* The counters of (c, shard index); NULL only without memory. */
 SL_HIDDEN sl_ccount *sl__consumer_count(sl_consumer *c, uint32_t shard);
 
 /* ---- Iterators (iterator.c) ---------------------------------------------- */
@@ -821,12 +833,16 @@ struct sl_stream {
     void *report_ctx;
     uint64_t damage;                  /* reports so far (relaxed) */
 
-    pthread_mutex_t mu;               /* manifest, shard map */
-    sl_shard **shards;                /* by index; NULL for unknown */
-    size_t nshards;
-    sl_shard **route;                 /* open shards sorted by start */
-    sl_u128 *route_start;             /* their starts, in one array */
-    size_t nroute;
+    pthread_mutex_t mu;               /* manifest, shard map; reshards */
+    /* Shards by index, in an array that never moves (room for the most a
+    ** manifest may list): resharding adds a shard by storing its pointer,
+    ** then nshards (release); readers load nshards, then the pointers. */
+    sl_shard **shards;
+    _Atomic size_t nshards;
+    /* Routing: the open shards sorted by start, replaced whole by a
+    ** reshard (release) and never freed before close (retired list). */
+    _Atomic(struct sl_routes *) rt;
+    struct sl_routes *rt_retired;
 
     int lock_fd;                      /* writer lock, -1 for readers */
     uint8_t *wake_map;
@@ -844,7 +860,8 @@ struct sl_stream {
     int64_t seq_last_reserve_ms;
 
     _Atomic int failed;               /* sticky SL_EIO after a failed sync */
-    char failmsg[256];                /* why (under mu) */
+    char failmsg[256];                /* why (under fail_mu, a leaf) */
+    pthread_mutex_t fail_mu;
     _Atomic int children;             /* open producers and iterators */
 
     /* INTERVAL mode background sync */
@@ -893,6 +910,19 @@ struct sl_stream {
     pthread_cond_t prep_cv;
 };
 
+/* The open shards, sorted by start (stream.c). */
+typedef struct sl_routes {
+    size_t n;
+    sl_shard **route;
+    sl_u128 *start;                   /* route[i]->start, in one array */
+    struct sl_routes *next_retired;
+} sl_routes;
+
+static inline size_t sl__nroute(sl_stream *s)
+{
+    return atomic_load_explicit(&s->rt, memory_order_acquire)->n;
+}
+
 static inline int64_t sl__now(sl_stream *s)
 {
     return s->clock.now_ms(s->clock.ctx);
@@ -900,6 +930,7 @@ static inline int64_t sl__now(sl_stream *s)
 /* Take n consecutive sequence numbers (reserving durably when needed). */
 SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
+SL_HIDDEN int sl__stream_build_route(sl_stream *s);
 SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
 SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
 /* Wake the preparer (the writer crossed a segment's kick point). */

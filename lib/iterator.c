@@ -407,6 +407,19 @@ void sl__iter_set_consumer(sl_iter *it, sl_consumer *c) { it->consumer = c; }
 sl_shard *sl__iter_shard(const sl_iter *it) { return it->sh; }
 uint64_t sl__iter_last(const sl_iter *it) { return it->last_seq; }
 
+/* A closed shard read to its end: say so, and name its children. */
+static void shard_end(sl_iter *it, sl_read_result *res)
+{
+    sl_stream *s = it->s;
+    res->shard_end = 1;
+    size_t ns = atomic_load_explicit(&s->nshards, memory_order_acquire);
+    for (size_t i = 0; i < ns && res->child_count < 2; i++) {
+        const sl_shard *c = s->shards[i];
+        if (c->parent == it->sh->index || c->adjacent == it->sh->index)
+            memcpy(res->child_shard_ids[res->child_count++], c->id, sizeof c->id);
+    }
+}
+
 int sl_iter_expire(sl_iter *it)
 {
     if (!it) return sl__ret(NULL, sl__err(SL_EINVAL, "iterator is NULL"));
@@ -422,6 +435,8 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
     res->millis_behind_latest = 0;
     res->last_sequence = it->last_seq;
     res->retry_after_ms = 0;
+    res->shard_end = 0;
+    res->child_count = 0;
     if (limit < 1 || limit > SL_GET_RECORDS_MAX)
         return sl__ret(it, sl__err(SL_EVALIDATION,
                                    "1 validation error detected: Value '%zu' at "
@@ -449,6 +464,8 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
     if (rc) return sl__ret(it, rc);
     rc = sl__iter_read(it, recs, limit, SL_GET_BYTES_MAX, res);
     it->touched_ms = now;             /* a read that ran renews the iterator */
+    if (rc == 0 && res->count == 0 && !atomic_load(&it->sh->open) && sl__iter_ready(it) == 0)
+        shard_end(it, res);
     uint64_t bytes = 0;
     for (size_t i = 0; i < res->count; i++) bytes += recs[i].key_len + recs[i].data_len;
     if (s->rate_mode != SL_RATE_OFF)

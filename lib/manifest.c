@@ -248,7 +248,7 @@ static int parse_shard(dec *d, sl_manifest *m)
         return bad(d, "bad shard sequence range");
     if (sl__u128_cmp(s.start, s.end) > 0) return bad(d, "shard range is empty");
     if (m->nshards != s.index) return bad(d, "shards out of order");
-    if (m->nshards >= SL_SHARDS_MAX * 4) return bad(d, "too many shards");
+    if (m->nshards >= SL_SHARDS_TOTAL_MAX) return bad(d, "too many shards");
     sl_mshard *n = realloc(m->shards, (m->nshards + 1) * sizeof *n);
     if (!n) return sl__err(SL_ENOMEM, "decoding the manifest");
     m->shards = n;

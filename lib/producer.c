@@ -112,7 +112,7 @@ static int prepare(sl_producer *p, const sl_put_entry *e, sl_pending *pd,
     sl_u128 h;
     if (e->explicit_hash_key) {
         if ((rc = sl__u128_parse(&h, e->explicit_hash_key)) != 0) return rc;
-    } else if (s->nroute == 1) {
+    } else if (sl__nroute(s) == 1) {
         h = (sl_u128){0, 0};          /* one open shard: no need to hash */
     } else if (digest) {
         h = sl__u128_from_be(digest);
@@ -167,27 +167,45 @@ static int admit_one(sl_stream *s, sl_shard *sh, sl_pending *pd, int64_t now,
     return r.error;                     /* the text is in sl__errtext() */
 }
 
+/* Route and append one entry; a reshard that closed the shard meanwhile
+** (SL__RESHARDED) routes it again, on the new map. */
+static int put_routed(sl_producer *p, const sl_put_entry *e, sl_pending *pd, sl_shard **sh,
+                      uint64_t *seq, int64_t *retry)
+{
+    sl_stream *s = p->s;
+    int rc = prepare(p, e, pd, sh, NULL);
+    for (int again = 0; rc == 0; again++) {
+        size_t done = 0;
+        int64_t now = sl__now(s);
+        bool rl = s->rate_mode != SL_RATE_OFF;
+        if (SL_UNLIKELY(rl || __atomic_load_n(&s->faults, __ATOMIC_ACQUIRE)))
+            rc = admit_one(s, *sh, pd, now, retry);
+        if (rc == 0) {
+            rc = sl__shard_append(*sh, pd, 1, now, seq, &done);
+            if (SL_UNLIKELY(rl) && done == 0) sl__rl_write_undo(*sh, pd, 1);
+        }
+        if (SL_LIKELY(rc != SL__RESHARDED)) break;
+        if (again == 64) {              /* reshards faster than a put: give up */
+            rc = sl__err(SL_EIO, "the shard map kept changing under the put");
+            break;
+        }
+        /* route again from the start: with one open shard the key was not
+        ** even hashed */
+        rc = prepare(p, e, pd, sh, NULL);
+    }
+    return rc;
+}
+
 int sl_producer_put(sl_producer *p, const sl_put_entry *e, sl_put_result *res)
 {
     if (!p) return sl__ret(NULL, sl__err(SL_EINVAL, "producer is NULL"));
     sl_stream *s = p->s;
     sl_pending pd;
-    sl_shard *sh;
-    int rc = sl__stream_check_writable(s);
-    if (rc == 0) rc = prepare(p, e, &pd, &sh, NULL);
+    sl_shard *sh = NULL;
     uint64_t seq = 0;
-    size_t done = 0;
     int64_t retry = 0;
-    if (rc == 0) {
-        int64_t now = sl__now(s);
-        bool rl = s->rate_mode != SL_RATE_OFF;
-        if (SL_UNLIKELY(rl || __atomic_load_n(&s->faults, __ATOMIC_ACQUIRE)))
-            rc = admit_one(s, sh, &pd, now, &retry);
-        if (rc == 0) {
-            rc = sl__shard_append(sh, &pd, 1, now, &seq, &done);
-            if (SL_UNLIKELY(rl) && done == 0) sl__rl_write_undo(sh, &pd, 1);
-        }
-    }
+    int rc = sl__stream_check_writable(s);
+    if (rc == 0) rc = put_routed(p, e, &pd, &sh, &seq, &retry);
     if (rc == 0 && s->durability == SL_DURABILITY_ALWAYS)
         rc = s->jr ? sl__journal_commit(s) : sl__shard_wait_durable(sh, seq);
     if (res) {
@@ -281,7 +299,7 @@ static void throttled_msgs(sl_producer *p, int32_t head, sl_put_result *results)
 ** Returns whether any digest was computed (p->has_dig says which). */
 static bool hash_ahead(sl_producer *p, const sl_put_entry *entries, size_t n)
 {
-    int lanes = p->s->nroute > 1 ? sl__md5_lanes() : 0;
+    int lanes = sl__nroute(p->s) > 1 ? sl__md5_lanes() : 0;
     if (!lanes || n < (size_t)lanes) return false;
     const char *keys[16];
     size_t lens[16], at[16], k = 0;
@@ -361,6 +379,11 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
         p->next[i] = -1;
         results[i].error = 0;
         uint32_t si = sh->index;
+        if (SL_UNLIKELY(si >= p->nstamp) && (r = scratch(p)) != 0) {
+            result_err(p, &results[i], i, r);   /* a reshard made shards since */
+            failed++;
+            continue;
+        }
         if (p->stamp[si] != p->gen) {
             p->stamp[si] = p->gen;
             p->group_of[si] = (uint16_t)ngroups;
@@ -394,6 +417,18 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
         if (SL_UNLIKELY(rl) && gdone[g] < k)
             sl__rl_write_undo(sh, p->grp + gdone[g], k - gdone[g]);
         for (size_t j = 0; j < k; j++) p->seqs[p->grp[j].entry] = j < gdone[g] ? p->gseq[j] : 0;
+        if (SL_UNLIKELY(grc[g] == SL__RESHARDED)) {
+            /* closed by a reshard since routed: each entry again, alone */
+            for (int32_t i = head[g]; i >= 0; i = p->next[i]) {
+                if (SL_UNLIKELY(rl) && results[i].error) continue;
+                sl_put_result *r = &results[i];
+                if (sl_producer_put(p, &entries[i], r) != 0) {
+                    snprintf(p->msgs[i], MSG_MAX, "%s", r->error_message);
+                    r->error_message = p->msgs[i];
+                }
+            }
+            continue;
+        }
         if (grc[g]) snprintf(p->gmsg[g], sizeof p->gmsg[g], "%s", sl__errtext());
         if (gdone[g]) glast[g] = p->gseq[gdone[g] - 1];
     }
@@ -428,6 +463,10 @@ int sl_producer_put_batch(sl_producer *p, const sl_put_entry *entries, size_t n,
             d++;
         }
         size_t j = 0;                   /* the entry's place in the append */
+        if (SL_UNLIKELY(grc[g] == SL__RESHARDED)) {     /* put one by one above */
+            for (int32_t i = head[g]; i >= 0; i = p->next[i]) failed += results[i].error != 0;
+            continue;
+        }
         for (int32_t i = head[g]; i >= 0; i = p->next[i]) {
             if (SL_UNLIKELY(rl) && results[i].error) {
                 failed++;               /* failed at admission */

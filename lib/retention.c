@@ -123,7 +123,7 @@ int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes, sl_cap_policy policy)
     if ((unsigned)policy > SL_CAP_REFUSE)
         return sl__ret(s, sl__err(SL_EINVAL, "size cap policy %d is not a policy", (int)policy));
     pthread_mutex_lock(&s->mu);
-    uint64_t floor = sl__size_cap_min((uint32_t)s->nroute, s->man.segment_bytes);
+    uint64_t floor = sl__size_cap_min((uint32_t)sl__nroute(s), s->man.segment_bytes);
     if (bytes && bytes < floor) {
         pthread_mutex_unlock(&s->mu);
         return sl__ret(s, sl__err(SL_EINVAL, "size cap %" PRIu64 " is below two segments per "

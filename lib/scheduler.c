@@ -178,10 +178,7 @@ int sl_subscribe(sl_sub **out, sl_sched *sc, sl_consumer *c, const char *shard_i
         return sl__ret(s, sl__err(SL_ENOTFOUND, "Shard %.64s in stream %s not found.",
                                   shard_id ? shard_id : "(null)", s->man.name));
     sl_ccount *cc = sl__consumer_count(c, sh->index);
-    if (!cc)
-        return sl__ret(s, sl__err(SL_ENOTFOUND, "shard %s is newer than consumer %s's "
-                                                "handle; reopen the consumer",
-                                  sh->id, c->info.name));
+    if (!cc) return sl__ret(s, sl__err(SL_ENOMEM, "subscribing %s", c->info.name));
     bool no = false;
     if (!atomic_compare_exchange_strong(&cc->subscribed, &no, true))
         return sl__ret(s, sl__err(SL_EINUSE,
@@ -268,7 +265,18 @@ static void deliver_end(sl_sched *sc, sl_sub *sub, int why, int error)
     sub_release(sub);
     pthread_mutex_unlock(&sc->mu);
     sl_delivery d = {sub->c->info.name, sub->sh->id, sc->recs, 0,
-                     sl__iter_last(sub->it), 0, why, error};
+                     sl__iter_last(sub->it), 0, why, error, 0, NULL};
+    const char *kids[2];
+    if (why == SL_SUB_END_SHARD_END) {  /* a closed shard's children */
+        sl_stream *s = sc->s;
+        size_t ns = atomic_load_explicit(&s->nshards, memory_order_acquire);
+        for (size_t i = 0; i < ns && d.child_count < 2; i++) {
+            const sl_shard *k = s->shards[i];
+            if (k->parent == sub->sh->index || k->adjacent == sub->sh->index)
+                kids[d.child_count++] = k->id;
+        }
+        d.child_shard_ids = kids;
+    }
     sub->fn(sub->ctx, &d);
 }
 
@@ -365,7 +373,7 @@ static int turn(sl_sched *sc, sl_sub *sub, int64_t now, int64_t *wait_ms)
     sub->served += bytes;
     atomic_fetch_add_explicit(&cc->deliveries, 1, memory_order_relaxed);
     sl_delivery d = {sub->c->info.name, sub->sh->id, sc->recs, res.count,
-                     res.last_sequence, res.millis_behind_latest, SL_SUB_END_NONE, 0};
+                     res.last_sequence, res.millis_behind_latest, SL_SUB_END_NONE, 0, 0, NULL};
     if (sub->fn(sub->ctx, &d) != 0) {
         pthread_mutex_lock(&sc->mu);
         sub_release(sub);

@@ -544,29 +544,17 @@ void sl__shard_wake(sl_shard *sh)
 
 /* ---- append ------------------------------------------------------------- */
 
+static int seal_active_locked(sl_shard *sh);
+
 /* Seal the active segment and start the next.  Caller holds lock. */
 static int roll(sl_shard *sh, uint64_t span)
 {
     sl_stream *s = sh->s;
     sl_segctx c;
     sl__segctx_init(&c, sh);
-    sl_seg *old = sh->active;
-    if (old) {
-        if (old->count == 0) {          /* carry keys (see carry_keys) */
-            old->first_seq = old->last_seq = sh->last_seq;
-            old->first_ms = old->last_ms = sh->last_ms;
-        }
-        int rc = sl__seg_seal(old, &c);
-        if (rc) {
-            sl__stream_fail(s, EIO, sl__errtext());
-            return rc;
-        }
-        if (c.sync_now) sl__gc_advance(&sh->gc, old->last_seq);
-        pthread_mutex_lock(&sh->seglock);
-        old->durable = c.sync_now;          /* else the syncer's job */
-        sh->active = NULL;
-        unpin_locked(sh, old);
-        pthread_mutex_unlock(&sh->seglock);
+    if (sh->active) {
+        int rc = seal_active_locked(sh);
+        if (rc) return rc;
         sl__shard_wake(sh);
     }
     uint64_t bytes = sl__seg_bytes_for(span, s->man.segment_bytes);
@@ -611,6 +599,10 @@ int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
     int rc;
     pthread_mutex_lock(&sh->lock);
     if ((rc = sl__stream_check_writable(s)) != 0) goto out;
+    if (SL_UNLIKELY(!atomic_load_explicit(&sh->open, memory_order_relaxed))) {
+        rc = SL__RESHARDED;             /* closed since the caller routed */
+        goto out;
+    }
     if (SL_UNLIKELY(sh->seq_end - sh->seq_next < n)) {
         /* a new block of numbers for this shard: the stream-wide counter
         ** (an atomic shared by every writer thread) is touched once per
@@ -862,31 +854,63 @@ int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *freed, bool *
     return rc;
 }
 
+/* Seal the active segment, leaving the shard without one (the next put
+** makes a new one).  Caller holds sh->lock. */
+static int seal_active_locked(sl_shard *sh)
+{
+    sl_seg *old = sh->active;
+    sl_segctx c;
+    sl__segctx_init(&c, sh);
+    if (old->count == 0) {              /* carry keys (see carry_keys) */
+        old->first_seq = old->last_seq = sh->last_seq;
+        old->first_ms = old->last_ms = sh->last_ms;
+    }
+    int rc = sl__seg_seal(old, &c);
+    if (rc) {
+        sl__stream_fail(sh->s, EIO, sl__errtext());
+        return rc;
+    }
+    if (c.sync_now) sl__gc_advance(&sh->gc, old->last_seq);
+    pthread_mutex_lock(&sh->seglock);
+    old->durable = c.sync_now;
+    sh->active = NULL;
+    unpin_locked(sh, old);
+    pthread_mutex_unlock(&sh->seglock);
+    return 0;
+}
+
 int sl__shard_seal_expired(sl_shard *sh, int64_t horizon, bool *did)
 {
     *did = false;
     int rc = 0;
     pthread_mutex_lock(&sh->lock);
     sl_seg *old = sh->active;
-    if (old && old->tail > SL_SEG_HDR && sh->last_ms <= horizon) {
-        sl_segctx c;
-        sl__segctx_init(&c, sh);
-        rc = sl__seg_seal(old, &c);
-        if (rc) {
-            sl__stream_fail(sh->s, EIO, sl__errtext());
-        } else {
-            if (c.sync_now) sl__gc_advance(&sh->gc, old->last_seq);
-            pthread_mutex_lock(&sh->seglock);
-            old->durable = c.sync_now;
-            sh->active = NULL;
-            unpin_locked(sh, old);
-            pthread_mutex_unlock(&sh->seglock);
-            *did = true;
-        }
-    }
+    if (old && old->tail > SL_SEG_HDR && sh->last_ms <= horizon)
+        *did = (rc = seal_active_locked(sh)) == 0;
     pthread_mutex_unlock(&sh->lock);
     if (*did) sl__shard_wake(sh);
     return rc;
+}
+
+int sl__shard_close_begin(sl_shard *sh, uint64_t *last_seq)
+{
+    pthread_mutex_lock(&sh->lock);
+    int rc = sh->active ? seal_active_locked(sh) : 0;
+    *last_seq = sh->last_seq;
+    return rc;
+}
+
+void sl__shard_close_end(sl_shard *sh, bool closed, uint64_t end_seq)
+{
+    if (closed) {
+        atomic_store(&sh->end_seq, end_seq);
+        atomic_store_explicit(&sh->open, false, memory_order_release);
+        sl__seg_discard(sh->spare);     /* a closed shard takes no segment */
+        sh->spare = NULL;
+        atomic_store_explicit(&sh->spare_bytes, 0, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    sl__shard_wake(sh);                 /* readers waiting at its end */
 }
 
 int sl__shard_pin_ordinal(sl_shard *sh, uint64_t ordinal, sl_seg **out)

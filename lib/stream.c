@@ -102,9 +102,9 @@ void sl__stream_fail(sl_stream *s, int errnum, const char *what)
     (void)errnum;
     int expect = 0;
     if (atomic_compare_exchange_strong(&s->failed, &expect, 1)) {
-        pthread_mutex_lock(&s->mu);
+        pthread_mutex_lock(&s->fail_mu);
         snprintf(s->failmsg, sizeof s->failmsg, "%s", what);
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->fail_mu);
         sl__stream_report(s, SL_EIO, "stream '%s' failed and takes no more "
                                      "writes: %s", s->man.name, what);
     }
@@ -115,9 +115,9 @@ int sl__stream_check_writable(sl_stream *s)
     if (s->readonly)
         return sl__err(SL_EREADONLY, "stream '%s' is open read-only", s->man.name);
     if (SL_UNLIKELY(atomic_load_explicit(&s->failed, memory_order_acquire))) {
-        pthread_mutex_lock(&s->mu);
+        pthread_mutex_lock(&s->fail_mu);
         snprintf(fail_text, sizeof fail_text, "%s", s->failmsg);
-        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->fail_mu);
         return sl__err(SL_EIO, "stream '%s' failed earlier and takes no more "
                                "writes (%s); close and reopen it",
                        s->man.name, fail_text);
@@ -255,14 +255,24 @@ static int cmp_route(const void *a, const void *b)
     return sl__u128_cmp(x->start, y->start);
 }
 
-static int build_route(sl_stream *s)
+/* Build the routing table of the open shards and publish it (caller holds
+** s->mu or is alone with s).  The previous table is retired, not freed:
+** producers may still be reading it. */
+int sl__stream_build_route(sl_stream *s)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < s->nshards; i++) n += s->shards[i]->open;
+    size_t n = 0, ns = atomic_load(&s->nshards);
+    for (size_t i = 0; i < ns; i++) n += s->shards[i]->open;
+    sl_routes *t = calloc(1, sizeof *t);
     sl_shard **r = malloc((n ? n : 1) * sizeof *r);
-    if (!r) return sl__err(SL_ENOMEM, "building the shard map");
+    sl_u128 *st = malloc((n ? n : 1) * sizeof *st);
+    if (!t || !r || !st) {
+        free(t);
+        free(r);
+        free(st);
+        return sl__err(SL_ENOMEM, "building the shard map");
+    }
     n = 0;
-    for (size_t i = 0; i < s->nshards; i++)
+    for (size_t i = 0; i < ns; i++)
         if (s->shards[i]->open) r[n++] = s->shards[i];
     qsort(r, n, sizeof *r, cmp_route);
     /* the open shards must tile the key space exactly */
@@ -274,36 +284,54 @@ static int build_route(sl_stream *s)
         ok = sl__u128_cmp(e, r[i]->start) == 0;
     }
     if (!ok) {
+        free(t);
         free(r);
+        free(st);
         return sl__err(SL_ECORRUPT, "manifest: open shards of stream '%s' do not "
                                     "cover the hash key space exactly",
                        s->man.name);
     }
-    sl_u128 *st = malloc(n * sizeof *st);
-    if (!st) {
-        free(r);
-        return sl__err(SL_ENOMEM, "building the shard map");
-    }
     for (size_t i = 0; i < n; i++) st[i] = r[i]->start;
-    free(s->route);
-    free(s->route_start);
-    s->route = r;
-    s->route_start = st;
-    s->nroute = n;
+    t->n = n;
+    t->route = r;
+    t->start = st;
+    sl_routes *old = atomic_exchange_explicit(&s->rt, t, memory_order_acq_rel);
+    if (old) {
+        old->next_retired = s->rt_retired;
+        s->rt_retired = old;
+    }
     return 0;
+}
+
+static void routes_free(sl_stream *s)
+{
+    sl_routes *t = atomic_load(&s->rt);
+    if (t) {
+        t->next_retired = s->rt_retired;
+        s->rt_retired = t;
+    }
+    while (s->rt_retired) {
+        sl_routes *x = s->rt_retired;
+        s->rt_retired = x->next_retired;
+        free(x->route);
+        free(x->start);
+        free(x);
+    }
+    atomic_store(&s->rt, NULL);
 }
 
 sl_shard *sl__stream_route(sl_stream *s, sl_u128 h)
 {
-    const sl_u128 *st = s->route_start;
-    size_t n = s->nroute;
+    const sl_routes *t = atomic_load_explicit(&s->rt, memory_order_acquire);
+    const sl_u128 *st = t->start;
+    size_t n = t->n;
     if (n <= 16) {
         /* count the starts <= h, without branches: a hash key is random,
         ** so a binary search mispredicts about once per level */
         size_t k = 0;
         for (size_t i = 1; i < n; i++)
             k += (st[i].hi < h.hi) | ((st[i].hi == h.hi) & (st[i].lo <= h.lo));
-        return s->route[k];
+        return t->route[k];
     }
     size_t lo = 0, hi = n;
     while (hi - lo > 1) {               /* last shard whose start <= h */
@@ -311,7 +339,7 @@ sl_shard *sl__stream_route(sl_stream *s, sl_u128 h)
         if (sl__u128_cmp(st[mid], h) <= 0) lo = mid;
         else hi = mid;
     }
-    return s->route[lo];
+    return t->route[lo];
 }
 
 sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id)
@@ -455,8 +483,7 @@ static void stream_free(sl_stream *s)
         }
     }
     free(s->shards);
-    free(s->route);
-    free(s->route_start);
+    routes_free(s);
     if (s->wake_map) sl__os.munmap(s->wake_map, WAKE_BYTES);
     if (s->seq_fd >= 0) sl__os.close(s->seq_fd);
     if (s->lock_fd >= 0) sl__os.close(s->lock_fd);   /* releases the lock */
@@ -466,6 +493,7 @@ static void stream_free(sl_stream *s)
     pthread_mutex_destroy(&s->prep_mu);
     sl__faults_free(s);
     pthread_mutex_destroy(&s->fault_mu);
+    pthread_mutex_destroy(&s->fail_mu);
     pthread_mutex_destroy(&s->cons_mu);
     pthread_mutex_destroy(&s->cap_mu);
     pthread_mutex_destroy(&s->maint_mu);
@@ -563,6 +591,25 @@ done:
 
 /* Version 1 of sl_open_opts ends at report_ctx: its rate fields must not
 ** be read (the caller's struct may be shorter), and take their defaults. */
+/* A reshard that crashed before its manifest was written leaves the
+** children's directories, which no manifest names: remove them. */
+static void remove_unborn_shards(sl_stream *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint32_t idx;
+        if (strncmp(e->d_name, "shardId-", 8) || sl__shard_id_parse(e->d_name, &idx) != 0 ||
+            idx < s->man.next_shard_index)
+            continue;
+        char *p = join(s->dir, e->d_name);
+        if (p) sl__os_rmtree(p);
+        free(p);
+    }
+    closedir(d);
+}
+
 static int opts_check(const sl_open_opts *opts)
 {
     if (opts && (opts->version < 1 || opts->version > SL_OPEN_OPTS_VERSION))
@@ -608,6 +655,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     pthread_mutex_init(&s->seq_mu, NULL);
     pthread_mutex_init(&s->prep_mu, NULL);
     pthread_mutex_init(&s->fault_mu, NULL);
+    pthread_mutex_init(&s->fail_mu, NULL);
     pthread_mutex_init(&s->cons_mu, NULL);
     pthread_mutex_init(&s->cap_mu, NULL);
     pthread_mutex_init(&s->maint_mu, NULL);
@@ -676,8 +724,9 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     }
     if (s->wake_map) s->wake_any = (uint32_t *)(void *)(s->wake_map + SL_WAKE_ANY_OFF);
 
-    s->nshards = s->man.nshards;
-    s->shards = calloc(s->nshards, sizeof *s->shards);
+    if (writer) remove_unborn_shards(s);
+    atomic_store(&s->nshards, s->man.nshards);
+    s->shards = calloc(SL_SHARDS_TOTAL_MAX, sizeof *s->shards);
     if (!s->shards) {
         rc = sl__err(SL_ENOMEM, "allocating shards");
         goto fail;
@@ -702,7 +751,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
         if ((rc = sl__shard_load(sh, writer, alive)) != 0) goto fail;
         if (sh->last_seq > max_seen) max_seen = sh->last_seq;
     }
-    if ((rc = build_route(s)) != 0) goto fail;
+    if ((rc = sl__stream_build_route(s)) != 0) goto fail;
     if (writer && (rc = seq_open(s, max_seen)) != 0) goto fail;
     if (writer && s->durability == SL_DURABILITY_ALWAYS && (rc = sl__journal_open(s)) != 0) {
         if (rc != SL_ENOSPC) goto fail;

@@ -1,0 +1,289 @@
+/*
+** reshard.c -- SplitShard, MergeShards, UpdateShardCount.
+**
+** A reshard closes parents and opens children, in one transaction under
+** s->mu:
+**   1. the children are made in memory, with empty directories (a crash
+**      here leaves directories no manifest names; the next writer open
+**      removes them);
+**   2. each parent's append lock is taken and its active segment sealed:
+**      puts to it wait from here on;
+**   3. the new manifest -- parents CLOSED with their ending sequence number,
+**      children OPEN with their parents -- replaces the old one atomically
+**      (write, fsync, rename, fsync the directory).  That is the commit: a
+**      crash before it leaves the old shard map, after it the new one,
+**      never a mix;
+**   4. the children join the shard array, a new routing table is
+**      published, the parents are marked closed and their locks released.
+** A producer that routed to a parent before step 4 finds it closed under
+** its lock (sl__shard_append returns SL__RESHARDED) and routes again, on
+** the new table: every put lands in exactly one open shard, once.
+**
+** Sequence numbers come from the stream-wide counter in blocks, so a
+** child's numbers are above every number issued before it was made: its
+** StartingSequenceNumber is the counter at that moment, above its
+** parents' EndingSequenceNumber.  Per-key order then holds for a reader
+** that finishes a parent before reading its children.
+*/
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+typedef struct kid {
+    sl_u128 start, end;
+    uint32_t parent, adjacent;
+} kid;
+
+static sl_u128 u128_add1(sl_u128 v)
+{
+    if (++v.lo == 0) v.hi++;
+    return v;
+}
+
+static sl_u128 u128_sub1(sl_u128 v)
+{
+    if (v.lo-- == 0) v.hi--;
+    return v;
+}
+
+/* Close parents[0..np) and open the children kids[0..nk) (see the top of
+** the file).  Caller holds s->mu. */
+static int reshard(sl_stream *s, sl_shard **parents, int np, const kid *kids, int nk)
+{
+    size_t ns = atomic_load(&s->nshards);
+    if (sl__nroute(s) - (size_t)np + (size_t)nk > SL_SHARDS_MAX)
+        return sl__err(SL_ELIMIT, "stream '%s' would have more than %d open shards",
+                       s->man.name, SL_SHARDS_MAX);
+    if (ns + (size_t)nk > SL_SHARDS_TOTAL_MAX || s->man.next_shard_index != ns)
+        return sl__err(SL_ELIMIT, "stream '%s' has had %zu shards; the limit is %u",
+                       s->man.name, ns, SL_SHARDS_TOTAL_MAX);
+    sl_shard *made[2] = {NULL, NULL};
+    int rc = 0;
+    /* 1. children, empty */
+    for (int nm = 0; nm < nk && rc == 0; nm++) {
+        sl_shard *c = made[nm] = sl__shard_alloc();
+        if (!c) {
+            rc = sl__err(SL_ENOMEM, "allocating a shard");
+            break;
+        }
+        if ((rc = sl__shard_init(c, s, (uint32_t)(ns + (size_t)nm))) != 0) break;
+        c->start = kids[nm].start;
+        c->end = kids[nm].end;
+        c->parent = kids[nm].parent;
+        c->adjacent = kids[nm].adjacent;
+        atomic_store(&c->open, true);
+        sl__os_rmtree(c->dir);          /* a crashed reshard's */
+        if (sl__os.mkdir(c->dir, 0700) != 0) {
+            rc = sl__errno(sl__errno_code(errno), errno, "creating %s", c->dir);
+            break;
+        }
+        rc = sl__shard_load(c, true, true);
+    }
+    /* 2. parents: no more appends */
+    uint64_t last[2] = {0, 0};
+    int locked = 0;
+    for (; rc == 0 && locked < np; locked++)
+        if ((rc = sl__shard_close_begin(parents[locked], &last[locked])) != 0) {
+            locked++;                   /* close_begin holds the lock anyway */
+            break;
+        }
+    uint64_t start_seq = atomic_load(&s->next_seq);
+    /* 3. the new manifest: the commit */
+    sl_manifest m = s->man;
+    sl_mshard *sh = NULL;
+    if (rc == 0 && !(sh = malloc((ns + (size_t)nk) * sizeof *sh)))
+        rc = sl__err(SL_ENOMEM, "resharding");
+    if (rc == 0) {
+        memcpy(sh, s->man.shards, ns * sizeof *sh);
+        for (int i = 0; i < np; i++) {
+            sl_mshard *p = &sh[parents[i]->index];
+            p->open = false;
+            p->end_seq = last[i] > p->start_seq ? last[i] : p->start_seq;
+        }
+        for (int i = 0; i < nk; i++) {
+            made[i]->start_seq = start_seq;
+            sh[ns + (size_t)i] = (sl_mshard){made[i]->index, true, kids[i].start, kids[i].end,
+                                            kids[i].parent, kids[i].adjacent, start_seq, 0};
+        }
+        m.shards = sh;
+        m.nshards = ns + (size_t)nk;
+        m.next_shard_index = (uint32_t)(ns + (size_t)nk);
+        m.generation++;
+        rc = sl__manifest_write(&m, s->dir);
+    }
+    /* a failure after the rename (syncing the directory) leaves the new map
+    ** in place, maybe not durable: keep the children's directories, and
+    ** fail the stream, as any failed sync does; the next open reads
+    ** whichever map survived, whole */
+    bool renamed = false;
+    if (rc && sh) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", sl__errtext());
+        sl_manifest now;
+        if (sl__manifest_read(&now, s->dir) == 0) {
+            renamed = now.generation == m.generation;
+            sl__manifest_free(&now);
+        }
+        sl__err(rc, "%s", why);
+        if (renamed) sl__stream_fail(s, EIO, why);
+    }
+    if (rc) {
+        for (int i = 0; i < locked; i++) sl__shard_close_end(parents[i], false, 0);
+        for (int i = 0; i < nk; i++) {        /* made[] holds what was made */
+            if (!made[i]) continue;
+            if (made[i]->dir && !renamed) sl__os_rmtree(made[i]->dir);
+            sl__shard_destroy(made[i]);
+            free(made[i]);
+        }
+        free(sh);
+        return rc;
+    }
+    /* 4. publish */
+    for (int i = 0; i < nk; i++) s->shards[ns + (size_t)i] = made[i];
+    atomic_store_explicit(&s->nshards, ns + (size_t)nk, memory_order_release);
+    for (int i = 0; i < np; i++) {
+        atomic_store(&parents[i]->end_seq, sh[parents[i]->index].end_seq);
+        atomic_store(&parents[i]->open, false);
+    }
+    /* only the fields that changed: producers read others (stream id,
+    ** record size) without the lock */
+    free(s->man.shards);
+    s->man.shards = m.shards;
+    s->man.nshards = m.nshards;
+    s->man.next_shard_index = m.next_shard_index;
+    s->man.generation = m.generation;
+    rc = sl__stream_build_route(s);     /* only ENOMEM can fail here */
+    for (int i = 0; i < np; i++)
+        sl__shard_close_end(parents[i], true, sh[parents[i]->index].end_seq);
+    if (rc) sl__stream_fail(s, ENOMEM, "resharding: the routing table could not be built");
+    return rc;
+}
+
+/* Common checks; the shard by id, open. */
+static int open_shard(sl_stream *s, const char *id, const char *what, sl_shard **out)
+{
+    *out = id ? sl__stream_shard_by_id(s, id) : NULL;
+    if (!*out)
+        return sl__err(SL_ENOTFOUND, "Shard %.64s in stream %s not found.", id ? id : "(null)",
+                       s->man.name);
+    if (!atomic_load(&(*out)->open))
+        return sl__err(SL_EINVAL, "%s: shard %s in stream %s is closed; only open shards "
+                                  "can be resharded",
+                       what, id, s->man.name);
+    return 0;
+}
+
+static int provisioned(sl_stream *s, const char *what)
+{
+    if (s->man.mode == SL_STREAM_MODE_ON_DEMAND)
+        return sl__err(SL_EVALIDATION, "%s is not supported for stream %s because it is an "
+                                       "on-demand stream",
+                       what, s->man.name);
+    return sl__stream_check_writable(s);
+}
+
+static int split_locked(sl_stream *s, sl_shard *p, sl_u128 at)
+{
+    if (sl__u128_cmp(at, p->start) <= 0 || sl__u128_cmp(at, p->end) > 0) {
+        char a[40], b[40], c[40];
+        return sl__err(SL_EINVAL, "NewStartingHashKey %s used in SplitShard() on shard %s in "
+                                  "stream %s is not both greater than the shard's "
+                                  "StartingHashKey %s and at most its EndingHashKey %s.",
+                       sl__u128_format(a, at), p->id, s->man.name,
+                       sl__u128_format(b, p->start), sl__u128_format(c, p->end));
+    }
+    kid k[2] = {{p->start, u128_sub1(at), p->index, SL_NO_SHARD},
+                {at, p->end, p->index, SL_NO_SHARD}};
+    return reshard(s, &p, 1, k, 2);
+}
+
+int sl_stream_split_shard(sl_stream *s, const char *shard_id, const char *new_starting_hash_key)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    sl_u128 at;
+    int rc = provisioned(s, "SplitShard");
+    if (rc) return sl__ret(s, rc);
+    if (!new_starting_hash_key)
+        return sl__ret(s, sl__err(SL_EVALIDATION, "1 validation error detected: Value null at "
+                                                  "'newStartingHashKey' failed to satisfy "
+                                                  "constraint: Member must not be null"));
+    if ((rc = sl__u128_parse(&at, new_starting_hash_key)) != 0) return sl__ret(s, rc);
+    pthread_mutex_lock(&s->mu);
+    sl_shard *p;
+    if ((rc = open_shard(s, shard_id, "SplitShard", &p)) == 0) rc = split_locked(s, p, at);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+static int merge_locked(sl_stream *s, sl_shard *a, sl_shard *b)
+{
+    bool a_first = sl__u128_cmp(u128_add1(a->end), b->start) == 0 &&
+                   sl__u128_cmp(a->end, SL_U128_MAX) != 0;
+    bool b_first = sl__u128_cmp(u128_add1(b->end), a->start) == 0 &&
+                   sl__u128_cmp(b->end, SL_U128_MAX) != 0;
+    if (a == b || (!a_first && !b_first))
+        return sl__err(SL_EINVAL, "Shards %s and %s in stream %s are not adjacent: their hash "
+                                  "key ranges do not meet.",
+                       a->id, b->id, s->man.name);
+    kid k = {a_first ? a->start : b->start, a_first ? b->end : a->end, a->index, b->index};
+    sl_shard *ps[2] = {a->index < b->index ? a : b, a->index < b->index ? b : a};
+    return reshard(s, ps, 2, &k, 1);
+}
+
+int sl_stream_merge_shards(sl_stream *s, const char *shard_id, const char *adjacent_shard_id)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = provisioned(s, "MergeShards");
+    if (rc) return sl__ret(s, rc);
+    pthread_mutex_lock(&s->mu);
+    sl_shard *a, *b;
+    if ((rc = open_shard(s, shard_id, "MergeShards", &a)) == 0 &&
+        (rc = open_shard(s, adjacent_shard_id, "MergeShards", &b)) == 0)
+        rc = merge_locked(s, a, b);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+/* The open shard whose range holds h (caller holds s->mu). */
+static sl_shard *holder(sl_stream *s, sl_u128 h) { return sl__stream_route(s, h); }
+
+int sl_stream_update_shard_count(sl_stream *s, uint32_t target)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = provisioned(s, "UpdateShardCount");
+    if (rc) return sl__ret(s, rc);
+    pthread_mutex_lock(&s->mu);
+    uint32_t n = (uint32_t)sl__nroute(s);
+    if (target < 1 || target > SL_SHARDS_MAX || target > 2 * n || 2 * target < n) {
+        pthread_mutex_unlock(&s->mu);
+        return sl__ret(s, sl__err(SL_EINVAL, "UpdateShardCount from %u to %u shards for stream "
+                                             "%s: the target must be between half and twice "
+                                             "the open shards, and at most %d",
+                                  n, target, s->man.name, SL_SHARDS_MAX));
+    }
+    /* Uniform scaling through splits and merges, as Kinesis does (it too
+    ** makes short-lived shards): split wherever a target range starts
+    ** inside an open shard, then merge the pieces of each target range. */
+    for (uint32_t i = 1; i < target && rc == 0; i++) {
+        sl_u128 b, e;
+        sl__hashkey_split(&b, &e, i, target);
+        sl_shard *h = holder(s, b);
+        if (sl__u128_cmp(h->start, b) != 0) rc = split_locked(s, h, b);
+    }
+    for (uint32_t i = 0; i < target && rc == 0; i++) {
+        sl_u128 b, e;
+        sl__hashkey_split(&b, &e, i, target);
+        for (;;) {
+            sl_shard *h = holder(s, b);
+            if (sl__u128_cmp(h->end, e) == 0) break;
+            sl_shard *next = holder(s, u128_add1(h->end));
+            if ((rc = merge_locked(s, h, next)) != 0) break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
