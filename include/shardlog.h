@@ -287,7 +287,9 @@ typedef struct sl_stream_config {
 
 /* Rate accounting (token buckets on the stream clock; see RATE LIMITS). */
 typedef enum sl_rate_mode {
-    SL_RATE_DEFAULT = 0,             /* OFF (ENFORCE under the KDS profile) */
+    SL_RATE_DEFAULT = 0,             /* OFF; ENFORCE under the KDS profile;
+                                        ACCOUNT for ON_DEMAND streams (their
+                                        scaling watches the load) */
     SL_RATE_OFF = 1,                 /* no accounting at all */
     SL_RATE_ACCOUNT = 2,             /* count what Kinesis would throttle */
     SL_RATE_ENFORCE = 3              /* fail it with SL_ETHROTTLED */
@@ -307,8 +309,11 @@ typedef struct sl_limits {
     uint32_t read_penalty_ms;        /* after a read that returned
                                         SL_GET_BYTES_MAX; 0: 5000 */
     uint32_t max_consumers;          /* per stream; 0: 20 */
+    uint32_t on_demand_window_s;     /* ON_DEMAND streams: a shard over its
+                                        write capacity this many whole
+                                        seconds in a row is split; 0: 60 */
 } sl_limits;
-#define SL_LIMITS_INIT {SL_LIMITS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0}
+#define SL_LIMITS_INIT {SL_LIMITS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
 #define SL_OPEN_OPTS_VERSION 2
 typedef struct sl_open_opts {
@@ -493,6 +498,7 @@ typedef struct sl_maint_stats {
     uint64_t segments_cold;          /* rewritten zstd-compressed */
     uint64_t cold_bytes_before;      /* their size before ... */
     uint64_t cold_bytes_after;       /* ... and after */
+    uint64_t shards_split;           /* ON_DEMAND: hot shards split */
     uint64_t disk_bytes;             /* segment files on disk afterwards */
 } sl_maint_stats;
 /* Called between steps; return non-zero to stop early. */
@@ -709,6 +715,8 @@ typedef struct sl_shard_counters {
     uint64_t reads;                  /* read calls on the shared budget */
     uint64_t records_out, bytes_out; /* all reads, shared and dedicated */
     uint64_t read_throttled;         /* shared reads over the budget */
+    uint32_t hot_seconds;            /* whole seconds in a row over the
+                                        write capacity (offered load) */
     int64_t iterator_age_ms;         /* millis_behind_latest of the shard's
                                         latest read (shared or dedicated) */
 } sl_shard_counters;

@@ -644,7 +644,17 @@ struct sl_shard_rl {
     sl_bucket wrecs, wbytes;          /* writes */
     sl_rbudget shared;                /* shared reads */
     sl_shard_counters c;
+    /* offered write load per whole second of the stream clock (ON_DEMAND
+    ** scaling): the second being counted, its records and bytes */
+    int64_t od_sec;
+    uint64_t od_recs, od_bytes;
 };
+/* Whole seconds in a row, up to now, in which the shard's offered write
+** load passed its capacity. */
+SL_HIDDEN uint32_t sl__rl_hot_seconds(sl_shard *sh, int64_t now_ms);
+/* ON_DEMAND: split a hot shard at the middle of its range (reshard.c;
+** caller holds nothing). */
+SL_HIDDEN int sl__reshard_split_hot(sl_stream *s, sl_shard *sh);
 SL_HIDDEN int sl__rl_init(sl_shard *sh);
 SL_HIDDEN void sl__rl_destroy(sl_shard *sh);
 /* Fill *out from `in` (NULL: all defaults): every zero field takes its

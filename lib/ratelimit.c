@@ -93,6 +93,7 @@ void sl__limits_resolve(sl_limits *out, const sl_limits *in)
     if (!l.dedicated_bytes_per_s) l.dedicated_bytes_per_s = DEF_DEDICATED_BYTES;
     if (!l.read_penalty_ms) l.read_penalty_ms = DEF_PENALTY_MS;
     if (!l.max_consumers) l.max_consumers = DEF_MAX_CONSUMERS;
+    if (!l.on_demand_window_s) l.on_demand_window_s = 60;
     *out = l;
 }
 
@@ -259,6 +260,31 @@ void sl__rl_destroy(sl_shard *sh)
     sh->rl = NULL;
 }
 
+/* Close the seconds before `sec` of the offered-load count (caller holds
+** rl->mu): a whole second over capacity extends the streak, any other
+** (an idle one included) ends it. */
+static void od_roll(sl_stream *s, sl_shard_rl *rl, int64_t sec)
+{
+    if (sec <= rl->od_sec) return;
+    bool hot = rl->od_recs > s->limits.write_records_per_s ||
+               rl->od_bytes > s->limits.write_bytes_per_s;
+    rl->c.hot_seconds = hot && sec == rl->od_sec + 1 ? rl->c.hot_seconds + 1 : 0;
+    rl->od_sec = sec;
+    rl->od_recs = rl->od_bytes = 0;
+}
+
+static int64_t sec_of(int64_t ms) { return ms >= 0 ? ms / 1000 : (ms - 999) / 1000; }
+
+uint32_t sl__rl_hot_seconds(sl_shard *sh, int64_t now_ms)
+{
+    sl_shard_rl *rl = sh->rl;
+    pthread_mutex_lock(&rl->mu);
+    od_roll(sh->s, rl, sec_of(now_ms));
+    uint32_t h = rl->c.hot_seconds;
+    pthread_mutex_unlock(&rl->mu);
+    return h;
+}
+
 size_t sl__rl_write_admit(sl_shard *sh, sl_pending *recs, size_t n, int64_t now_ms,
                           sl_put_result *results)
 {
@@ -270,8 +296,11 @@ size_t sl__rl_write_admit(sl_shard *sh, sl_pending *recs, size_t n, int64_t now_
     pthread_mutex_lock(&rl->mu);
     sl__bucket_refill(&rl->wrecs, now_ms);
     sl__bucket_refill(&rl->wbytes, now_ms);
+    od_roll(s, rl, sec_of(now_ms));
     for (size_t i = 0; i < n; i++) {
         uint64_t cost = (uint64_t)recs[i].klen + recs[i].dlen;
+        rl->od_recs++;                  /* offered, whatever happens to it */
+        rl->od_bytes += cost;
         int64_t cb = milli_of(cost);
         bool ok = fits(&rl->wrecs, 1000) && fits(&rl->wbytes, cb);
         if (ok) {

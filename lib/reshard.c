@@ -248,6 +248,23 @@ int sl_stream_merge_shards(sl_stream *s, const char *shard_id, const char *adjac
     return sl__ret(s, rc);
 }
 
+int sl__reshard_split_hot(sl_stream *s, sl_shard *sh)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (atomic_load(&sh->open) && sl__u128_cmp(sh->start, sh->end) != 0) {
+        /* the middle of its range: start + (end - start) / 2 + 1 */
+        sl_u128 w = {sh->end.hi - sh->start.hi - (sh->end.lo < sh->start.lo),
+                     sh->end.lo - sh->start.lo};
+        sl_u128 h = {w.hi >> 1, (w.lo >> 1) | (w.hi << 63)};
+        sl_u128 at = {sh->start.hi + h.hi + (sh->start.lo + h.lo < sh->start.lo),
+                      sh->start.lo + h.lo};
+        rc = split_locked(s, sh, u128_add1(at));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 /* The open shard whose range holds h (caller holds s->mu). */
 static sl_shard *holder(sl_stream *s, sl_u128 h) { return sl__stream_route(s, h); }
 

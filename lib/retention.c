@@ -514,6 +514,26 @@ static int cold_shard(sl_shard *sh, int64_t now, sl_maint_stats *st, int64_t dea
 
 static int64_t mono_ms(void) { return sl__monotonic_ms(); }
 
+/* ON_DEMAND scaling: split each open shard that has been over its write
+** capacity for on_demand_window_s whole seconds in a row (stream clock, so
+** a virtual clock decides it exactly), at the middle of its range.  Cold
+** shards are not merged back: a merge would have to guess that the load
+** stays down, and an idle shard costs nothing here. */
+static int on_demand(sl_stream *s, sl_maint_stats *st)
+{
+    int64_t now = sl__now(s);
+    size_t ns = atomic_load_explicit(&s->nshards, memory_order_acquire);
+    int rc = 0;
+    for (size_t i = 0; i < ns && rc == 0; i++) {
+        sl_shard *sh = s->shards[i];
+        if (!atomic_load(&sh->open) ||
+            sl__rl_hot_seconds(sh, now) < s->limits.on_demand_window_s)
+            continue;
+        if ((rc = sl__reshard_split_hot(s, sh)) == 0) st->shards_split++;
+    }
+    return rc;
+}
+
 int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
                        sl_maint_stats *out)
 {
@@ -555,6 +575,7 @@ int sl_stream_maintain(sl_stream *s, int budget_ms, sl_maint_fn fn, void *ctx,
         if (rc == 0 && !more) rc = cold_shard(sh, sl__now(s), &st, deadline, &more);
     }
     if (rc == 0 && !more) rc = sl__cap_make_room(s, 0, &st);
+    if (rc == 0 && !more && s->man.mode == SL_STREAM_MODE_ON_DEMAND) rc = on_demand(s, &st);
     st.disk_bytes = sl__stream_disk_bytes(s);
     if (fn && rc == 0 && !more) fn(ctx, &st);          /* the final tally */
     if (out) *out = st;

@@ -665,7 +665,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     bool v2 = opts && opts->version >= 2;
     s->kds = opts && (opts->flags & SL_OPEN_KDS_PROFILE);
     s->rate_mode = v2 ? opts->rate_mode : SL_RATE_DEFAULT;
-    if (s->rate_mode == SL_RATE_DEFAULT) s->rate_mode = s->kds ? SL_RATE_ENFORCE : SL_RATE_OFF;
+    /* SL_RATE_DEFAULT is resolved once the manifest is read (ON_DEMAND) */
     sl__limits_resolve(&s->limits, v2 ? opts->limits : NULL);
     if (opts) {
         s->report = opts->report;
@@ -689,6 +689,10 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     if (writer) rc = lock_take(s->dir, name, &s->lock_fd);
     else alive = writer_alive(s->dir);
     if (rc == 0) rc = sl__manifest_read(&s->man, s->dir);
+    if (rc == 0 && s->rate_mode == SL_RATE_DEFAULT)
+        s->rate_mode = s->kds ? SL_RATE_ENFORCE
+                              : s->man.mode == SL_STREAM_MODE_ON_DEMAND ? SL_RATE_ACCOUNT
+                                                                        : SL_RATE_OFF;
     if (rc == 0 && strcmp(s->man.name, name) != 0)
         rc = sl__err(SL_ECORRUPT, "%s/MANIFEST names stream '%s', not '%s'",
                      s->dir, s->man.name, name);

@@ -209,6 +209,67 @@ static void subscription_ends_with_the_children(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* ON_DEMAND: a shard over its write capacity for the window (here 10
+** whole seconds) splits at the next maintenance, not a second earlier. */
+static void on_demand_splits_a_hot_shard_on_time(void **state)
+{
+    const char *root = *state;
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, 1700000000000LL), 0);
+    sl_stream_config c = SL_STREAM_CONFIG_INIT;
+    c.name = "od";
+    c.stream_mode = SL_STREAM_MODE_ON_DEMAND;
+    c.shard_count = 2;
+    c.durability = SL_DURABILITY_NONE;
+    sl_limits lim = SL_LIMITS_INIT;
+    lim.on_demand_window_s = 10;
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.clock = sl_vclock_clock(vc);
+    o.limits = &lim;
+    sl_stream *s;
+    assert_int_equal(sl_stream_create(&s, root, &c, &o), 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    sl_maint_stats st;
+    for (int sec = 0; sec < 10; sec++) {
+        /* 1,200 records a second into shard 0 (over 1,000), 10 into shard 1 */
+        for (int i = 0; i < 1200; i++) put_hk(p, "7");
+        for (int i = 0; i < 10; i++) put_hk(p, MAXK);
+        sl_vclock_advance(vc, 999);
+        assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+        assert_int_equal(st.shards_split, 0);   /* the second is not whole yet */
+        sl_vclock_advance(vc, 1);
+        if (sec < 9) {
+            assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+            assert_int_equal(st.shards_split, 0);
+            sl_shard_counters sc;
+            assert_int_equal(sl_shard_counters_get(s, "shardId-000000000000", &sc), 0);
+            assert_int_equal(sc.hot_seconds, sec + 1);
+            assert_true(sc.put_throttled > 0);  /* ACCOUNT: counted, not refused */
+        }
+    }
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_int_equal(st.shards_split, 1);
+    sl_shard_list *l;
+    assert_int_equal(sl_stream_list_shards(&l, s), 0);
+    assert_int_equal(l->count, 4);
+    assert_int_equal(l->shards[0].open, 0);
+    assert_int_equal(l->shards[1].open, 1);     /* the cool one stays */
+    assert_string_equal(l->shards[2].parent_shard_id, "shardId-000000000000");
+    sl_shard_list_free(l);
+    /* a cool second breaks a streak */
+    for (int i = 0; i < 1200; i++) put_hk(p, MAXK);
+    sl_vclock_advance(vc, 1000);
+    sl_vclock_advance(vc, 1000);                /* idle */
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    sl_shard_counters sc;
+    assert_int_equal(sl_shard_counters_get(s, "shardId-000000000001", &sc), 0);
+    assert_int_equal(sc.hot_seconds, 0);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+    sl_vclock_free(vc);
+}
+
 /* The open shards tile the key space in the even ranges of n shards. */
 static void expect_even(sl_stream *s, uint32_t n)
 {
@@ -567,6 +628,8 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(update_shard_count_scales_evenly, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(subscription_ends_with_the_children, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(on_demand_splits_a_hot_shard_on_time, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(per_key_order_across_random_reshards, tu_setup,
                                         tu_teardown),
