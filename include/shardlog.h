@@ -685,6 +685,27 @@ SL_API int sl_iter_wait(sl_iter *it, int timeout_ms);
 ** be called from another thread while the iterator is in use. */
 SL_API void sl_iter_cancel_wait(sl_iter *it);
 
+/* A lineage reader reads a whole stream, every shard, each parent to its
+** end before any of its children, so per-partition-key order holds across
+** any sequence of splits and merges.  Shards a reshard adds while it reads
+** are picked up.  With a consumer, each shard resumes after the consumer's
+** checkpoint (a shard checkpointed at its ending sequence number counts as
+** read) and the reads count as the consumer's; checkpointing is the
+** caller's, per shard, as with iterators.  Used by one thread at a time. */
+typedef struct sl_lreader sl_lreader;
+/* start: SL_ITER_TRIM_HORIZON (everything), SL_ITER_LATEST (what comes
+** next: closed shards count as read) or SL_ITER_AT_TIMESTAMP (arg ms; for
+** every shard with no parent left to read). */
+SL_API int sl_lreader_open(sl_lreader **out, sl_stream *s, sl_consumer *c,
+                           sl_iter_type start, uint64_t arg);
+/* Up to `limit` records of one shard, named in shard_id; views valid until
+** the next read or close.  0 records: nothing to read in any readable shard
+** now (res->shard_end is not used).  Errors as sl_iter_read (SL_ETRIMMED:
+** the shard named was trimmed under the reader; it is skipped after). */
+SL_API int sl_lreader_read(sl_lreader *lr, sl_record *recs, size_t limit,
+                           sl_read_result *res, char shard_id[SL_SHARD_ID_LEN + 1]);
+SL_API void sl_lreader_close(sl_lreader *lr);       /* accepts NULL */
+
 /* ---- Rate limits ----------------------------------------------------------
 ** Token buckets per shard, on the stream's clock, refilled continuously and
 ** holding at most one second of their rate (so a shard takes exactly 1,000

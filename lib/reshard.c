@@ -304,3 +304,162 @@ int sl_stream_update_shard_count(sl_stream *s, uint32_t target)
     pthread_mutex_unlock(&s->mu);
     return sl__ret(s, rc);
 }
+
+/* ---- the lineage reader ------------------------------------------------------ */
+
+enum { LR_WAIT = 0, LR_READING = 1, LR_DONE = 2 };
+
+struct sl_lreader {
+    sl_stream *s;
+    sl_consumer *c;
+    sl_iter_type start;
+    uint64_t arg;
+    size_t n, cap;                    /* shards known */
+    size_t initial;                   /* shards there when it opened */
+    uint8_t *state;                   /* LR_..., by shard index */
+    sl_iter **it;                     /* LR_READING: its iterator */
+    size_t next;                      /* round-robin position */
+};
+
+static bool parent_done(const sl_lreader *lr, uint32_t p)
+{
+    return p == SL_NO_SHARD || (p < lr->n && lr->state[p] == LR_DONE);
+}
+
+/* Shards the reader has not seen yet (a reshard since): grow the tables. */
+static int lr_grow(sl_lreader *lr)
+{
+    size_t ns = atomic_load_explicit(&lr->s->nshards, memory_order_acquire);
+    if (ns <= lr->n) return 0;
+    if (ns > lr->cap) {
+        size_t cap = lr->cap ? lr->cap : 16;
+        while (cap < ns) cap *= 2;
+        uint8_t *st = realloc(lr->state, cap);
+        if (st) lr->state = st;
+        sl_iter **it = st ? realloc(lr->it, cap * sizeof *it) : NULL;
+        if (!it) return sl__err(SL_ENOMEM, "growing a lineage reader");
+        lr->it = it;
+        lr->cap = cap;
+    }
+    for (size_t i = lr->n; i < ns; i++) {
+        lr->state[i] = LR_WAIT;
+        lr->it[i] = NULL;
+        /* LATEST: what is closed when the reader opens holds nothing new */
+        if (lr->start == SL_ITER_LATEST && lr->n == 0 && !atomic_load(&lr->s->shards[i]->open))
+            lr->state[i] = LR_DONE;
+    }
+    lr->n = ns;
+    return 0;
+}
+
+/* Start reading shard i, whose parents are done. */
+static int lr_begin(sl_lreader *lr, size_t i)
+{
+    sl_shard *sh = lr->s->shards[i];
+    /* AT_TIMESTAMP applies to every shard (order holds: parents first);
+    ** LATEST to the shards there at the start; a shard made since begins
+    ** at its beginning, its parents read to their ends */
+    sl_iter_type t = lr->start == SL_ITER_AT_TIMESTAMP                   ? lr->start
+                     : lr->start == SL_ITER_LATEST && i < lr->initial ? lr->start
+                                                                       : SL_ITER_TRIM_HORIZON;
+    int rc;
+    if (lr->c) {
+        uint64_t ck;
+        if (sl_consumer_get_checkpoint(lr->c, sh->id, &ck) == 0 && !atomic_load(&sh->open) &&
+            ck >= atomic_load(&sh->end_seq)) {
+            lr->state[i] = LR_DONE;     /* read to its end before */
+            return 0;
+        }
+        rc = sl_consumer_iter_open(&lr->it[i], lr->c, sh->id, t, lr->arg);
+    } else {
+        rc = sl_iter_open(&lr->it[i], lr->s, sh->id, t, lr->arg);
+    }
+    if (rc == 0) lr->state[i] = LR_READING;
+    return rc;
+}
+
+int sl_lreader_open(sl_lreader **out, sl_stream *s, sl_consumer *c, sl_iter_type start,
+                    uint64_t arg)
+{
+    if (!out || !s) return sl__ret(s, sl__err(SL_EINVAL, "out or stream is NULL"));
+    *out = NULL;
+    if (start != SL_ITER_TRIM_HORIZON && start != SL_ITER_LATEST && start != SL_ITER_AT_TIMESTAMP)
+        return sl__ret(s, sl__err(SL_EINVAL, "a lineage reader starts at TRIM_HORIZON, LATEST "
+                                             "or AT_TIMESTAMP"));
+    sl_lreader *lr = calloc(1, sizeof *lr);
+    if (!lr) return sl__ret(s, sl__err(SL_ENOMEM, "allocating a lineage reader"));
+    *lr = (sl_lreader){s, c, start, arg, 0, 0, 0, NULL, NULL, 0};
+    int rc = lr_grow(lr);
+    if (rc) {
+        free(lr->state);
+        free(lr->it);
+        free(lr);
+        return sl__ret(s, rc);
+    }
+    lr->initial = lr->n;
+    atomic_fetch_add(&s->children, 1);
+    *out = lr;
+    return 0;
+}
+
+void sl_lreader_close(sl_lreader *lr)
+{
+    if (!lr) return;
+    for (size_t i = 0; i < lr->n; i++) sl_iter_close(lr->it[i]);
+    atomic_fetch_sub(&lr->s->children, 1);
+    free(lr->state);
+    free(lr->it);
+    free(lr);
+}
+
+int sl_lreader_read(sl_lreader *lr, sl_record *recs, size_t limit, sl_read_result *res,
+                    char shard_id[SL_SHARD_ID_LEN + 1])
+{
+    if (!lr || !recs || !res || !shard_id)
+        return sl__ret(lr ? (void *)lr->s : NULL,
+                       sl__err(SL_EINVAL, "reader, recs, res or shard_id is NULL"));
+    memset(res, 0, sizeof *res);
+    shard_id[0] = '\0';
+    int rc = lr_grow(lr);
+    if (rc) return sl__ret(lr->s, rc);
+    /* every shard at most once around, from where the last read left off */
+    for (size_t k = 0; k < lr->n; k++) {
+        size_t i = (lr->next + k) % lr->n;
+        sl_shard *sh = lr->s->shards[i];
+        if (lr->state[i] == LR_WAIT) {
+            if (!parent_done(lr, sh->parent) || !parent_done(lr, sh->adjacent)) continue;
+            if ((rc = lr_begin(lr, i)) != 0) {
+                memcpy(shard_id, sh->id, sizeof sh->id);
+                return sl__ret(lr->s, rc);
+            }
+        }
+        if (lr->state[i] != LR_READING) continue;
+        rc = sl_iter_read(lr->it[i], recs, limit, res);
+        memcpy(shard_id, sh->id, sizeof sh->id);
+        if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", sl_errmsg(lr->it[i]));
+            if (rc == SL_ETRIMMED) {    /* said once; the shard is behind us */
+                sl_iter_close(lr->it[i]);
+                lr->it[i] = NULL;
+                lr->state[i] = LR_DONE;
+            }
+            return sl__ret(lr->s, sl__err(rc, "%s", why));
+        }
+        if (res->shard_end) {           /* its children may start now */
+            sl_iter_close(lr->it[i]);
+            lr->it[i] = NULL;
+            lr->state[i] = LR_DONE;
+            res->shard_end = 0;
+            k = (size_t)-1;             /* look again from the start */
+            lr->next = 0;
+            continue;
+        }
+        if (res->count) {
+            lr->next = (i + 1) % lr->n;
+            return 0;
+        }
+    }
+    shard_id[0] = '\0';
+    return 0;
+}

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 
 #define NAME "rs"
@@ -494,6 +495,138 @@ static void per_key_order_across_random_reshards(void **state)
     }
 }
 
+/* A lineage reader follows the stream live while producers write and
+** reshards happen: each key's records come in order, every acknowledged
+** record comes once. */
+typedef struct live {
+    sl_stream *s;
+    _Atomic int producers_done;
+    size_t got;
+    int bad;                            /* 0, or what went wrong */
+    char why[256];
+} live;
+
+static void *live_reader(void *arg)
+{
+    live *lv = arg;
+    sl_lreader *lr;
+    if (sl_lreader_open(&lr, lv->s, NULL, SL_ITER_TRIM_HORIZON, 0) != 0) {
+        lv->bad = 1;
+        return NULL;
+    }
+    static uint64_t last[THREADS][KEYS];
+    static char seen[THREADS * PER_THREAD];
+    memset(last, 0, sizeof last);
+    memset(seen, 0, sizeof seen);
+    sl_record rec[256];
+    for (;;) {
+        sl_read_result res;
+        char shard[SL_SHARD_ID_LEN + 1];
+        int rc = sl_lreader_read(lr, rec, 256, &res, shard);
+        if (rc) {
+            snprintf(lv->why, sizeof lv->why, "read: %s", sl_errmsg(lv->s));
+            lv->bad = 1;
+            break;
+        }
+        for (size_t i = 0; i < res.count; i++) {
+            int t, n, k;
+            char data[32] = {0}, key[32] = {0};
+            memcpy(data, rec[i].data, rec[i].data_len < 31 ? rec[i].data_len : 31);
+            memcpy(key, rec[i].partition_key, rec[i].key_len < 31 ? rec[i].key_len : 31);
+            if (sscanf(data, "%d:%d", &t, &n) != 2 || sscanf(key, "t%*d-key%d", &k) != 1 ||
+                t < 0 || t >= THREADS || n < 0 || n >= PER_THREAD) {
+                lv->bad = 1;
+                snprintf(lv->why, sizeof lv->why, "bad record in %s", shard);
+                break;
+            }
+            if (seen[t * PER_THREAD + n]++ || rec[i].sequence <= last[t][k]) {
+                lv->bad = 1;
+                snprintf(lv->why, sizeof lv->why, "t%d key%d put %d in %s: %s", t, k, n, shard,
+                         seen[t * PER_THREAD + n] > 1 ? "twice" : "out of order");
+                break;
+            }
+            last[t][k] = rec[i].sequence;
+            lv->got++;
+        }
+        if (lv->bad) break;
+        if (res.count == 0) {
+            if (atomic_load(&lv->producers_done) && lv->got == THREADS * PER_THREAD) break;
+            sched_yield();
+        }
+    }
+    sl_lreader_close(lr);
+    return NULL;
+}
+
+static void lineage_reader_follows_reshards_live(void **state)
+{
+    const char *root = *state;
+    tu_opts o = {.shards = 2};
+    sl_stream *s = tu_create(root, "live", &o);
+    live lv = {.s = s};
+    pthread_t reader;
+    assert_int_equal(pthread_create(&reader, NULL, live_reader, &lv), 0);
+    racer r[THREADS];
+    pthread_t th[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        r[t] = (racer){s, t, calloc(PER_THREAD, sizeof(uint64_t))};
+        assert_int_equal(pthread_create(&th[t], NULL, race, &r[t]), 0);
+    }
+    int bad = 0;
+    for (int k = 0; k < 10 && !bad; k++) {
+        uint32_t open = 0;
+        sl_shard_list *l;
+        if (sl_stream_list_shards(&l, s) != 0) break;
+        for (size_t i = 0; i < l->count; i++) open += (uint32_t)l->shards[i].open;
+        sl_shard_list_free(l);
+        bad = sl_stream_update_shard_count(s, k % 2 ? (open + 1) / 2 : open + 1) != 0;
+    }
+    for (int t = 0; t < THREADS; t++) assert_int_equal(pthread_join(th[t], NULL), 0);
+    atomic_store(&lv.producers_done, 1);
+    assert_int_equal(pthread_join(reader, NULL), 0);
+    assert_int_equal(bad, 0);
+    if (lv.bad) fail_msg("lineage reader: %s", lv.why);
+    assert_int_equal(lv.got, THREADS * PER_THREAD);
+    for (int t = 0; t < THREADS; t++) free(r[t].seqs);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
+/* With a consumer, a lineage reader resumes after each shard's checkpoint
+** and skips shards checkpointed at their end. */
+static void lineage_reader_resumes_from_checkpoints(void **state)
+{
+    const char *root = *state;
+    sl_stream *s = tu_create(root, NAME, NULL);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    uint64_t a[4];
+    for (int i = 0; i < 4; i++) a[i] = put_hk(p, "5");
+    assert_int_equal(sl_stream_split_shard(s, "shardId-000000000000", HALF), 0);
+    uint64_t b = put_hk(p, "5"), c2 = put_hk(p, HALF);
+    assert_int_equal(sl_consumer_register(s, "app", SL_CONSUMER_SHARED), 0);
+    sl_consumer *c;
+    assert_int_equal(sl_consumer_open(&c, s, "app"), 0);
+    assert_int_equal(sl_consumer_checkpoint(c, "shardId-000000000000", a[3]), 0);  /* its end */
+    sl_lreader *lr;
+    assert_int_equal(sl_lreader_open(&lr, s, c, SL_ITER_TRIM_HORIZON, 0), 0);
+    sl_record rec[16];
+    sl_read_result res;
+    char shard[SL_SHARD_ID_LEN + 1];
+    uint64_t got[8];
+    size_t n = 0;
+    for (int round = 0; round < 10; round++) {
+        assert_int_equal(sl_lreader_read(lr, rec, 16, &res, shard), 0);
+        for (size_t i = 0; i < res.count && n < 8; i++) got[n++] = rec[i].sequence;
+    }
+    assert_int_equal(n, 2);             /* the parent was done: only the children */
+    assert_true((got[0] == b && got[1] == c2) || (got[0] == c2 && got[1] == b));
+    sl_lreader_close(lr);
+    assert_int_equal(sl_stream_close(s), SL_EINUSE);
+    assert_int_equal(sl_consumer_close(c), 0);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+}
+
 /* ---- failures and crashes --------------------------------------------------------- */
 
 static int fail_at, calls;
@@ -632,6 +765,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(on_demand_splits_a_hot_shard_on_time, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(per_key_order_across_random_reshards, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(lineage_reader_follows_reshards_live, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(lineage_reader_resumes_from_checkpoints, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(failure_at_every_step_leaves_one_map, tu_setup,
                                         tu_teardown),
