@@ -51,9 +51,11 @@
 **     damaged while closed are detected and reported at open or read.
 **
 ** THREADS
-**   sl_stream is shareable by any number of threads.  sl_producer and sl_iter
-**   are used by one thread at a time (any thread; not concurrently).  Appends
-**   to different shards run in parallel; readers never block the writer.
+**   sl_stream, sl_consumer and sl_sched are shareable by any number of
+**   threads.  sl_producer, sl_iter and sl_lreader are used by one thread at
+**   a time (any thread; not concurrently).  Appends to different shards run
+**   in parallel; readers never block the writer; a reshard or maintenance
+**   pass holds no lock a reader needs for longer than a list update.
 */
 #ifndef SHARDLOG_H
 #define SHARDLOG_H
@@ -157,6 +159,7 @@ SL_API const char *sl_errmsg(const void *h);
 **   sl_consumer  a registered consumer         shareable across threads
 **   sl_sched     the read scheduler            shareable across threads
 **   sl_sub       a subscription (push reads)   owned by its scheduler
+**   sl_lreader   reads a stream by lineage     one thread at a time
 ** Producers, iterators, consumers and schedulers borrow their stream: close
 ** them first.
 ** sl_stream_close() on a stream with open children returns SL_EINUSE and
