@@ -853,6 +853,7 @@ struct sl_stream {
     ** reshard (release) and never freed before close (retired list). */
     _Atomic(struct sl_routes *) rt;
     struct sl_routes *rt_retired;
+    _Atomic int64_t refresh_ms;       /* followers: next manifest look */
 
     int lock_fd;                      /* writer lock, -1 for readers */
     uint8_t *wake_map;
@@ -941,6 +942,8 @@ static inline int64_t sl__now(sl_stream *s)
 SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);
 SL_HIDDEN int sl__stream_build_route(sl_stream *s);
+/* Followers: pick up reshards the writer made since (reshard.c). */
+SL_HIDDEN int sl__stream_refresh(sl_stream *s);
 SL_HIDDEN sl_shard *sl__stream_shard_by_id(sl_stream *s, const char *id);
 SL_HIDDEN int sl__stream_check_writable(sl_stream *s);
 /* Wake the preparer (the writer crossed a segment's kick point). */

@@ -464,6 +464,7 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
     if (rc) return sl__ret(it, rc);
     rc = sl__iter_read(it, recs, limit, SL_GET_BYTES_MAX, res);
     it->touched_ms = now;             /* a read that ran renews the iterator */
+    if (rc == 0 && res->count == 0 && s->readonly) sl__stream_refresh(s);
     if (rc == 0 && res->count == 0 && !atomic_load(&it->sh->open) && sl__iter_ready(it) == 0)
         shard_end(it, res);
     uint64_t bytes = 0;
@@ -629,6 +630,9 @@ int sl_iter_wait(sl_iter *it, int timeout_ms)
         if (atomic_exchange(&it->cancel, false)) return 0;
         int r = sl__iter_ready(it);
         if (r) return r < 0 ? sl__ret(it, r) : 1;
+        /* the end of a closed shard is news too: the next read says so */
+        if (it->s->readonly) sl__stream_refresh(it->s);
+        if (!atomic_load(&it->sh->open)) return 1;
         int64_t left = deadline - sl__monotonic_ms();
         if (left <= 0) return 0;
         int slice = left > (futex ? WAIT_SLICE_MS : POLL_FALLBACK_MS)

@@ -305,6 +305,83 @@ int sl_stream_update_shard_count(sl_stream *s, uint32_t target)
     return sl__ret(s, rc);
 }
 
+/* ---- followers ------------------------------------------------------------------ */
+
+/* A read-only handle learns of reshards (and retention changes) made by the
+** writer since it opened: it re-reads the manifest -- at most every
+** REFRESH_MS, when a reader finds nothing new -- closes the parents it
+** names closed and loads the children. */
+#define REFRESH_MS 100
+
+int sl__stream_refresh(sl_stream *s)
+{
+    if (!s->readonly) return 0;
+    int64_t now = sl__monotonic_ms();
+    int64_t due = atomic_load_explicit(&s->refresh_ms, memory_order_relaxed);
+    if (now < due ||
+        !atomic_compare_exchange_strong(&s->refresh_ms, &due, now + REFRESH_MS))
+        return 0;                       /* looked recently, or another does */
+    sl_manifest m;
+    int rc = sl__manifest_read(&m, s->dir);
+    if (rc) return rc;
+    pthread_mutex_lock(&s->mu);
+    size_t ns = atomic_load(&s->nshards);
+    if (m.generation <= s->man.generation || m.nshards < ns) {
+        pthread_mutex_unlock(&s->mu);
+        sl__manifest_free(&m);
+        return 0;
+    }
+    for (size_t i = ns; i < m.nshards && rc == 0; i++) {    /* children */
+        sl_shard *c = sl__shard_alloc();
+        if (!c) {
+            rc = sl__err(SL_ENOMEM, "allocating a shard");
+            break;
+        }
+        if ((rc = sl__shard_init(c, s, (uint32_t)i)) == 0) {
+            c->start = m.shards[i].start;
+            c->end = m.shards[i].end;
+            c->parent = m.shards[i].parent;
+            c->adjacent = m.shards[i].adjacent;
+            c->start_seq = m.shards[i].start_seq;
+            atomic_store(&c->end_seq, m.shards[i].end_seq);
+            atomic_store(&c->open, m.shards[i].open);
+            rc = sl__shard_load(c, false, true);
+        }
+        if (rc) {
+            sl__shard_destroy(c);
+            free(c);
+            break;
+        }
+        s->shards[i] = c;
+        atomic_store_explicit(&s->nshards, i + 1, memory_order_release);
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < ns; i++) {       /* parents closed since */
+            sl_shard *p = s->shards[i];
+            if (!m.shards[i].open && atomic_load(&p->open)) {
+                atomic_store(&p->end_seq, m.shards[i].end_seq);
+                atomic_store(&p->open, false);
+                sl__shard_wake(p);
+            }
+        }
+        atomic_store(&s->retention_ms, (uint64_t)m.retention_hours * 3600000ull);
+        atomic_store(&s->trim_ms, m.trim_ms);
+        free(s->man.shards);
+        s->man.shards = m.shards;
+        s->man.nshards = m.nshards;
+        s->man.next_shard_index = m.next_shard_index;
+        s->man.generation = m.generation;
+        s->man.retention_hours = m.retention_hours;
+        s->man.trim_ms = m.trim_ms;
+        m.shards = NULL;
+        m.nshards = 0;
+        rc = sl__stream_build_route(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    sl__manifest_free(&m);
+    return rc;
+}
+
 /* ---- the lineage reader ------------------------------------------------------ */
 
 enum { LR_WAIT = 0, LR_READING = 1, LR_DONE = 2 };

@@ -474,6 +474,7 @@ static sl_sub *pick_shared(sl_sched *sc, uint32_t index)
 ** delivery; *wait_ms: lowered to the shortest budget wait met. */
 static int sweep(sl_sched *sc, bool *again, int64_t *wait_ms)
 {
+    if (sc->s->readonly) sl__stream_refresh(sc->s);   /* a writer's reshards */
     int64_t now = sl__now(sc->s);
     int delivered = 0;
     sl_sub *sub;

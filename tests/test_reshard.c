@@ -627,6 +627,48 @@ static void lineage_reader_resumes_from_checkpoints(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* A read-only follower learns of a reshard made after it opened: the
+** parent's end, then the children. */
+static void follower_sees_a_reshard(void **state)
+{
+    const char *root = *state;
+    sl_stream *w = tu_create(root, NAME, NULL);
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.flags = SL_OPEN_READONLY;
+    sl_stream *f;
+    assert_int_equal(sl_stream_open(&f, root, NAME, &o), 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, w), 0);
+    for (int i = 0; i < 3; i++) put_hk(p, "11");
+    sl_iter *it;
+    assert_int_equal(sl_iter_open(&it, f, "shardId-000000000000", SL_ITER_TRIM_HORIZON, 0), 0);
+    sl_record rec[8];
+    sl_read_result res;
+    assert_int_equal(sl_iter_read(it, rec, 8, &res), 0);
+    assert_int_equal(res.count, 3);
+    assert_int_equal(sl_stream_split_shard(w, "shardId-000000000000", HALF), 0);
+    uint64_t child = put_hk(p, "11");
+    /* a wait at the parent's end returns: the end is news */
+    assert_int_equal(sl_iter_wait(it, 5000), 1);
+    assert_int_equal(sl_iter_read(it, rec, 8, &res), 0);
+    assert_int_equal(res.count, 0);
+    assert_int_equal(res.shard_end, 1);
+    assert_int_equal(res.child_count, 2);
+    sl_iter_close(it);
+    sl_shard_list *l;
+    assert_int_equal(sl_stream_list_shards(&l, f), 0);
+    assert_int_equal(l->count, 3);
+    sl_shard_list_free(l);
+    assert_int_equal(sl_iter_open(&it, f, "shardId-000000000001", SL_ITER_TRIM_HORIZON, 0), 0);
+    assert_int_equal(sl_iter_read(it, rec, 8, &res), 0);
+    assert_int_equal(res.count, 1);
+    assert_int_equal(rec[0].sequence, child);
+    sl_iter_close(it);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(f), 0);
+    assert_int_equal(sl_stream_close(w), 0);
+}
+
 /* ---- failures and crashes --------------------------------------------------------- */
 
 static int fail_at, calls;
@@ -770,6 +812,7 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(lineage_reader_resumes_from_checkpoints, tu_setup,
                                         tu_teardown),
+        cmocka_unit_test_setup_teardown(follower_sees_a_reshard, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(failure_at_every_step_leaves_one_map, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(sigkill_during_reshards_reopens_consistent, tu_setup,
