@@ -196,6 +196,35 @@ SL_API int64_t sl_vclock_now(const sl_vclock *vc);
 SL_API void sl_vclock_advance(sl_vclock *vc, int64_t delta_ms); /* >= 0 */
 SL_API void sl_vclock_set(sl_vclock *vc, int64_t now_ms);       /* any */
 
+/* A key provider (KMS-like envelope encryption): it wraps a stream's data
+** keys under a master key id and unwraps them, so data keys are stored
+** only wrapped (in the manifest).  wrap: *out_len holds out's capacity
+** (SL_WRAPPED_KEY_MAX) and receives the length written.  Both return 0 or
+** a negative SL_E code (SL_EKEY: this master key cannot do it).  Called
+** from the thread that opens, creates or rotates; key bytes passed in are
+** wiped by the library after the call.  sl_keyfile_provider_open makes one
+** from a key file (the CLI's and the examples'). */
+#define SL_DATA_KEY_BYTES 32
+#define SL_WRAPPED_KEY_MAX 512
+#define SL_KEY_PROVIDER_VERSION 1
+typedef struct sl_key_provider {
+    uint32_t version;                /* SL_KEY_PROVIDER_VERSION */
+    int (*wrap)(void *ctx, const char *key_id, const uint8_t key[SL_DATA_KEY_BYTES],
+                uint8_t *out, size_t *out_len);
+    int (*unwrap)(void *ctx, const char *key_id, const uint8_t *in, size_t in_len,
+                  uint8_t key[SL_DATA_KEY_BYTES]);
+    void *ctx;
+} sl_key_provider;
+
+/* Write a new random 256-bit master key, hex, to a new file (0600; fails
+** with SL_EINUSE if it exists). */
+SL_API int sl_keyfile_create(const char *path);
+/* A provider over a key file: AES-256-GCM key wrapping under the file's
+** master key, the key id bound as associated data.  Free with
+** sl_keyfile_provider_close (it wipes the master key). */
+SL_API int sl_keyfile_provider_open(sl_key_provider **out, const char *path);
+SL_API void sl_keyfile_provider_close(sl_key_provider *p);
+
 /* A report callback: damage found while opening or reading (code is
 ** SL_ECORRUPT or SL_EIO) with a message naming shard, segment and offset.
 ** Called from the thread that found it; it must not call back into the
@@ -217,7 +246,7 @@ typedef enum sl_stream_mode {
 typedef enum sl_encryption {
     SL_ENCRYPTION_DEFAULT = 0,       /* NONE */
     SL_ENCRYPTION_NONE = 1,
-    SL_ENCRYPTION_KMS = 2            /* stored now; applied by a later release */
+    SL_ENCRYPTION_KMS = 2            /* data keys under a key provider */
 } sl_encryption;
 
 typedef enum sl_durability {
@@ -318,7 +347,7 @@ typedef struct sl_limits {
 } sl_limits;
 #define SL_LIMITS_INIT {SL_LIMITS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
-#define SL_OPEN_OPTS_VERSION 2
+#define SL_OPEN_OPTS_VERSION 3
 typedef struct sl_open_opts {
     uint32_t version;                /* SL_OPEN_OPTS_VERSION (1 accepted:
                                         the fields up to report_ctx) */
@@ -332,9 +361,14 @@ typedef struct sl_open_opts {
     /* version 2 */
     sl_rate_mode rate_mode;          /* 0: see sl_rate_mode */
     const sl_limits *limits;         /* NULL: defaults.  Copied */
+    /* version 3 */
+    const sl_key_provider *keys;     /* required by streams with encryption
+                                        KMS (create and open): SL_EKEY
+                                        without it.  Copied; its ctx is
+                                        borrowed until sl_stream_close */
 } sl_open_opts;
 #define SL_OPEN_OPTS_INIT {SL_OPEN_OPTS_VERSION, 0, SL_DURABILITY_DEFAULT, 0, \
-    NULL, NULL, NULL, SL_RATE_DEFAULT, NULL}
+    NULL, NULL, NULL, SL_RATE_DEFAULT, NULL, NULL}
 
 /* Create the stream cfg->name under root (root is created if missing, one
 ** level) and, if out is not NULL, open it for writing.  Creation is atomic:

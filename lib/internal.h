@@ -784,6 +784,13 @@ typedef struct sl_mtag {
     char *key, *value;
 } sl_mtag;
 
+/* A data key, as the manifest keeps it: wrapped by the key provider. */
+typedef struct sl_mkey {
+    uint32_t version;
+    uint8_t *wrapped;
+    size_t len;
+} sl_mkey;
+
 typedef struct sl_manifest {
     uint64_t stream_id;
     char name[SL_STREAM_NAME_MAX + 1];
@@ -802,6 +809,9 @@ typedef struct sl_manifest {
     int64_t trim_ms;                  /* INT64_MIN: nothing trimmed */
     uint32_t cold_after_hours;        /* version 2; 0: never */
     sl_compaction compaction;         /* version 2 */
+    size_t nkeys;                     /* version 2: data keys, wrapped */
+    sl_mkey *keys;
+    uint32_t key_current;             /* 0: new records not encrypted */
     size_t ntags;
     sl_mtag *tags;
     uint32_t next_shard_index;
@@ -819,6 +829,14 @@ SL_HIDDEN int sl__manifest_decode(sl_manifest *m, const char *buf,
 SL_HIDDEN int sl__manifest_read(sl_manifest *m, const char *stream_dir);
 SL_HIDDEN int sl__manifest_write(const sl_manifest *m, const char *stream_dir);
 SL_HIDDEN void sl__manifest_free(sl_manifest *m);
+
+/* ---- Encryption keys (crypto.c) ------------------------------------------ */
+/* Create: a first data key for a KMS stream, wrapped into m (SL_EKEY
+** without a provider). */
+SL_HIDDEN int sl__keys_create(sl_manifest *m, const sl_key_provider *kp);
+/* Open: unwrap every data key of s->man into s->keys. */
+SL_HIDDEN int sl__keys_open(sl_stream *s, const sl_key_provider *kp);
+SL_HIDDEN void sl__keys_wipe(sl_stream *s);
 
 /* ---- Stream (stream.c) --------------------------------------------------
 ** The struct is internal so that shard.c, producer.c and iterator.c can
@@ -894,6 +912,13 @@ struct sl_stream {
     bool kds;                         /* SL_OPEN_KDS_PROFILE */
     struct sl_faults *faults;         /* NULL until one is injected */
     pthread_mutex_t fault_mu;
+
+    /* data keys, unwrapped (crypto.c); wiped at close */
+    struct {
+        uint32_t version;
+        uint8_t key[SL_DATA_KEY_BYTES];
+    } *keys;
+    size_t nkeys;
 
     /* consumers open on this handle (consumer.c), under cons_mu */
     pthread_mutex_t cons_mu;

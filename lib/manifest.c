@@ -22,6 +22,10 @@
 **   size_cap_policy drop_oldest|refuse     version 2
 **   cold_after_hours <u32>                 version 2: 0 for never
 **   compaction none|key                    version 2
+**   data_key <u32 version> <hex wrapped>   version 2, 0.. lines: a data key
+**                                          wrapped by the key provider
+**   data_key_current <u32>                 version 2: 0, or the key new
+**                                          records are encrypted with
 **   trim_ms <int>|-                        version 2: records that arrived
 **                                          at or before it are gone, whatever
 **                                          the retention period says
@@ -101,6 +105,12 @@ int sl__manifest_encode(const sl_manifest *m, char **out, size_t *len)
             m->size_cap_policy == SL_CAP_REFUSE ? "refuse" : "drop_oldest");
     fprintf(f, "cold_after_hours %" PRIu32 "\n", m->cold_after_hours);
     fprintf(f, "compaction %s\n", m->compaction == SL_COMPACTION_KEY ? "key" : "none");
+    for (size_t i = 0; i < m->nkeys; i++) {
+        fprintf(f, "data_key %" PRIu32 " ", m->keys[i].version);
+        for (size_t k = 0; k < m->keys[i].len; k++) fprintf(f, "%02x", m->keys[i].wrapped[k]);
+        fputc('\n', f);
+    }
+    fprintf(f, "data_key_current %" PRIu32 "\n", m->key_current);
     if (m->trim_ms == INT64_MIN) fputs("trim_ms -\n", f);
     else fprintf(f, "trim_ms %" PRId64 "\n", m->trim_ms);
     for (size_t i = 0; i < m->ntags; i++) {
@@ -180,13 +190,18 @@ static bool num_i64(const char *s, int64_t *v)
     return true;
 }
 
+/* One lower-case hex digit's value, or -1. */
+static int hexdig(char c)
+{
+    return (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
 static bool hex_u64(const char *s, uint64_t *v)
 {
     if (!s || strlen(s) != 16) return false;
     uint64_t x = 0;
     for (int i = 0; i < 16; i++) {
-        char c = s[i];
-        int h = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        int h = hexdig(s[i]);
         if (h < 0) return false;
         x = (x << 4) | (uint64_t)h;
     }
@@ -207,8 +222,7 @@ static bool hex_str(const char *s, char **out)
     for (size_t i = 0; i < n; i += 2) {
         int v = 0;
         for (int k = 0; k < 2; k++) {
-            char c = s[i + k];
-            int h = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+            int h = hexdig(s[i + k]);
             if (h < 0) {
                 free(r);
                 return false;
@@ -259,7 +273,7 @@ static int parse_shard(dec *d, sl_manifest *m)
 enum {
     F_ID, F_NAME, F_CREATED, F_GEN, F_MODE, F_RET, F_ENC, F_KMS, F_MAXREC,
     F_SEGB, F_DUR, F_SYNCMS, F_NEXT, F_COUNT1,
-    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COLD, F_COMPACT, F_COUNT2   /* version 2 */
+    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COLD, F_COMPACT, F_KEYCUR, F_COUNT2   /* version 2 */
 };
 
 static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int version)
@@ -269,6 +283,32 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int ve
     int f = -1;
     if (!key) return bad(d, "empty line");
     if (!strcmp(key, "shard")) return parse_shard(d, m);
+    if (version >= 2 && !strcmp(key, "data_key")) {
+        uint32_t ver;
+        char *hx = NULL;
+        if (!num_u32(tok(d), &ver) || !ver || !(hx = tok(d)) || tok(d)) return bad(d, "bad data_key");
+        size_t n = strlen(hx);
+        if (n == 0 || n % 2 || n / 2 > SL_WRAPPED_KEY_MAX) return bad(d, "bad data_key");
+        if (m->nkeys && m->keys[m->nkeys - 1].version >= ver) return bad(d, "data keys out of order");
+        uint8_t *w = malloc(n / 2);
+        sl_mkey *k = realloc(m->keys, (m->nkeys + 1) * sizeof *k);
+        if (!w || !k) {
+            free(w);
+            if (k) m->keys = k;
+            return sl__err(SL_ENOMEM, "decoding the manifest");
+        }
+        m->keys = k;
+        for (size_t i = 0; i < n / 2; i++) {
+            int hi = hexdig(hx[2 * i]), lo = hexdig(hx[2 * i + 1]);
+            if (hi < 0 || lo < 0) {
+                free(w);
+                return bad(d, "bad data_key");
+            }
+            w[i] = (uint8_t)(hi << 4 | lo);
+        }
+        m->keys[m->nkeys++] = (sl_mkey){ver, w, n / 2};
+        return 0;
+    }
     if (!strcmp(key, "tag")) {
         if (m->ntags >= SL_TAGS_MAX) return bad(d, "more than 50 tags");
         sl_mtag t = {0};
@@ -357,6 +397,9 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int ve
         if (!strcmp(v, "none")) m->compaction = SL_COMPACTION_NONE;
         else if (!strcmp(v, "key")) m->compaction = SL_COMPACTION_KEY;
         else ok = false;
+    } else if (version >= 2 && !strcmp(key, "data_key_current")) {
+        f = F_KEYCUR;
+        ok = num_u32(v, &m->key_current);
     } else if (version >= 2 && !strcmp(key, "trim_ms")) {
         f = F_TRIM;
         ok = !strcmp(v, "-") ? (m->trim_ms = INT64_MIN, true) : num_i64(v, &m->trim_ms);
@@ -485,5 +528,7 @@ void sl__manifest_free(sl_manifest *m)
     free(m->tags);
     free(m->kms_key_id);
     free(m->shards);
+    for (size_t i = 0; i < m->nkeys; i++) free(m->keys[i].wrapped);
+    free(m->keys);
     memset(m, 0, sizeof *m);
 }

@@ -492,6 +492,7 @@ static void stream_free(sl_stream *s)
     pthread_mutex_destroy(&s->seq_mu);
     pthread_mutex_destroy(&s->prep_mu);
     sl__faults_free(s);
+    sl__keys_wipe(s);
     pthread_mutex_destroy(&s->fault_mu);
     pthread_mutex_destroy(&s->fail_mu);
     pthread_mutex_destroy(&s->cons_mu);
@@ -689,6 +690,7 @@ static int open_common(sl_stream **out, const char *root, const char *name,
     if (writer) rc = lock_take(s->dir, name, &s->lock_fd);
     else alive = writer_alive(s->dir);
     if (rc == 0) rc = sl__manifest_read(&s->man, s->dir);
+    if (rc == 0) rc = sl__keys_open(s, opts && opts->version >= 3 ? opts->keys : NULL);
     if (rc == 0 && s->rate_mode == SL_RATE_DEFAULT)
         s->rate_mode = s->kds ? SL_RATE_ENFORCE
                               : s->man.mode == SL_STREAM_MODE_ON_DEMAND ? SL_RATE_ACCOUNT
@@ -1027,7 +1029,12 @@ int sl_stream_create(sl_stream **out, const char *root,
     const sl_clock *clk = (opts && opts->clock) ? opts->clock : &sl__real_clock;
     sl_manifest m;
     rc = config_to_manifest(cfg, &m, clk->now_ms(clk->ctx));
-    if (rc) return sl__ret(NULL, rc);
+    if (rc == 0)
+        rc = sl__keys_create(&m, opts && opts->version >= 3 ? opts->keys : NULL);
+    if (rc) {
+        sl__manifest_free(&m);
+        return sl__ret(NULL, rc);
+    }
     if (sl__os.mkdir(root, 0700) != 0 && errno != EEXIST) {
         int e = errno;
         rc = e == ENOENT ? sl__err(SL_ENOTFOUND, "cannot create root directory %s: its "

@@ -45,6 +45,17 @@ static void sample_manifest(sl_manifest *m, size_t ntags)
     m->trim_ms = 1700000000123LL;
     m->cold_after_hours = 168;
     m->compaction = SL_COMPACTION_KEY;
+    m->nkeys = 2;
+    m->keys = calloc(2, sizeof *m->keys);
+    assert_non_null(m->keys);
+    for (uint32_t k = 0; k < 2; k++) {
+        m->keys[k].version = k + 1;
+        m->keys[k].len = 60;
+        m->keys[k].wrapped = malloc(60);
+        assert_non_null(m->keys[k].wrapped);
+        for (int b = 0; b < 60; b++) m->keys[k].wrapped[b] = (uint8_t)(b * 3 + k);
+    }
+    m->key_current = 2;
     m->ntags = ntags;
     m->tags = calloc(ntags ? ntags : 1, sizeof *m->tags);
     assert_non_null(m->tags);
@@ -104,6 +115,13 @@ static void assert_manifest_equal(const sl_manifest *a, const sl_manifest *b)
     assert_true(a->trim_ms == b->trim_ms);
     assert_int_equal(a->cold_after_hours, b->cold_after_hours);
     assert_int_equal(a->compaction, b->compaction);
+    assert_int_equal(a->nkeys, b->nkeys);
+    assert_int_equal(a->key_current, b->key_current);
+    for (size_t k = 0; k < a->nkeys; k++) {
+        assert_int_equal(a->keys[k].version, b->keys[k].version);
+        assert_int_equal(a->keys[k].len, b->keys[k].len);
+        assert_memory_equal(a->keys[k].wrapped, b->keys[k].wrapped, a->keys[k].len);
+    }
     assert_int_equal(a->ntags, b->ntags);
     for (size_t i = 0; i < a->ntags; i++) {
         assert_string_equal(a->tags[i].key, b->tags[i].key);
@@ -395,6 +413,7 @@ static void rejects_missing_field(void **state)
         "retention_hours ", "encryption ", "kms_key_id ", "max_record_kib ",
         "segment_bytes ", "durability ", "sync_interval_ms ", "next_shard_index ",
         "size_cap_bytes ", "size_cap_policy ", "trim_ms ", "cold_after_hours ", "compaction ",
+        "data_key_current ",
     };
     for (size_t f = 0; f < sizeof fields / sizeof *fields; f++) {
         lines l;
@@ -487,6 +506,9 @@ static void reads_version_1(void **state)
     lines_remove(&l, lines_find(&l, "trim_ms "));
     lines_remove(&l, lines_find(&l, "cold_after_hours "));
     lines_remove(&l, lines_find(&l, "compaction "));
+    lines_remove(&l, lines_find(&l, "data_key_current "));
+    for (size_t i = l.n; i-- > 0;)
+        if (!strncmp(l.v[i], "data_key ", 9)) lines_remove(&l, i);
     size_t len;
     char *buf = with_checksum(&l, &len);
     sl_manifest d;

@@ -886,7 +886,7 @@ static void open_options(void **state)
     o.flags = 0x4;
     assert_int_equal(sl_stream_open(&s, root, NAME, &o), SL_EINVAL);
     o = (sl_open_opts)SL_OPEN_OPTS_INIT;
-    o.version = 3;
+    o.version = SL_OPEN_OPTS_VERSION + 1;
     assert_int_equal(sl_stream_open(&s, root, NAME, &o), SL_EINVAL);
     o.version = 0;
     assert_int_equal(sl_stream_open(&s, root, NAME, &o), SL_EINVAL);

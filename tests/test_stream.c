@@ -30,8 +30,16 @@ static void create_and_describe(void **state)
     c.tag_count = 4;
     c.max_record_size_kib = 2048;
     c.durability = SL_DURABILITY_ALWAYS;
+    /* KMS needs a key provider (test_crypto.c tests what it does) */
+    char *kf = tu_path("%s/master.key", (const char *)*state);
+    sl_key_provider *kp;
+    assert_int_equal(sl_keyfile_create(kf), 0);
+    assert_int_equal(sl_keyfile_provider_open(&kp, kf), 0);
+    sl_open_opts oo = SL_OPEN_OPTS_INIT;
+    oo.keys = kp;
+    tu_opts to = {.keys = kp};
     sl_stream *s;
-    assert_int_equal(sl_stream_create(&s, *state, &c, NULL), 0);
+    assert_int_equal(sl_stream_create(&s, *state, &c, &oo), 0);
     for (int round = 0; round < 2; round++) {
         sl_stream_desc *d;
         assert_int_equal(sl_stream_describe(&d, s), 0);
@@ -64,7 +72,7 @@ static void create_and_describe(void **state)
         sl_stream_desc_free(d);
         /* the same after closing and reopening */
         assert_int_equal(sl_stream_close(s), 0);
-        s = tu_open(*state, "telemetry.v1", NULL);
+        s = tu_open(*state, "telemetry.v1", &to);
     }
     sl_shard_list *l;
     assert_int_equal(sl_stream_list_shards(&l, s), 0);
@@ -72,6 +80,8 @@ static void create_and_describe(void **state)
     assert_string_equal(l->shards[2].shard_id, "shardId-000000000002");
     sl_shard_list_free(l);
     assert_int_equal(sl_stream_close(s), 0);
+    sl_keyfile_provider_close(kp);
+    free(kf);
     /* create without opening */
     sl_stream_config c2 = base_cfg("plain");
     assert_int_equal(sl_stream_create(NULL, *state, &c2, NULL), 0);

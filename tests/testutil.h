@@ -109,6 +109,7 @@ typedef struct tu_opts {
     const sl_clock *clock;
     tu_reports *reports;
     uint32_t flags;
+    const sl_key_provider *keys;     /* streams with encryption KMS */
 } tu_opts;
 
 static TU_UNUSED sl_open_opts tu_open_opts(const tu_opts *o)
@@ -117,6 +118,7 @@ static TU_UNUSED sl_open_opts tu_open_opts(const tu_opts *o)
     if (o) {
         oo.clock = o->clock;
         oo.flags = o->flags;
+        oo.keys = o->keys;
         if (o->reports) {
             oo.report = tu_report_fn;
             oo.report_ctx = o->reports;
