@@ -523,6 +523,31 @@ SL_API int sl_stream_set_size_cap(sl_stream *s, uint64_t bytes,
 SL_API int sl_stream_set_cold_after(sl_stream *s, uint32_t hours);
 SL_API int sl_stream_set_compaction(sl_stream *s, sl_compaction policy);
 
+/* ENCRYPTION AT REST.  A stream with encryption KMS encrypts each record's
+** partition key and data with AES-256-GCM under its current data key; the
+** sequence number, arrival time and lengths stay in clear and are
+** authenticated with it (with the stream and shard), so a changed bit is
+** SL_ECORRUPT, never data.  Data keys are random, made by the library, and
+** stored only wrapped by the key provider of sl_open_opts.keys under the
+** stream's KMS key id.  Opening an encrypting stream needs the provider
+** (SL_EKEY without it, or if it cannot unwrap the keys: a wrong master
+** key); a stream that stopped encrypting opens without one, and reading
+** its encrypted records then fails with SL_EKEY.  Reads return decrypted
+** copies (in the iterator's buffer, valid as views are).  The record format
+** and the nonce scheme are in the README.
+**
+** StartStreamEncryption: new records are encrypted under a fresh data key
+** (a no-op if already encrypting under this key id).  A different key id
+** rewraps every existing data key under it.  Needs the provider. */
+SL_API int sl_stream_start_encryption(sl_stream *s, const char *kms_key_id);
+/* StopStreamEncryption: new records are written in clear; records already
+** encrypted stay readable (with the provider). */
+SL_API int sl_stream_stop_encryption(sl_stream *s);
+/* Rotate: a fresh data key for new records; older ones keep theirs.  At
+** most 1024 data keys per stream (SL_ELIMIT).  SL_EINVAL if the stream is
+** not encrypting. */
+SL_API int sl_stream_rotate_key(sl_stream *s);
+
 typedef struct sl_maint_stats {
     uint64_t segments_deleted;       /* expired, or dropped for the cap */
     uint64_t segments_dropped;       /* of which for the cap */

@@ -157,6 +157,106 @@ void sl_keyfile_provider_close(sl_key_provider *p)
     free(k);
 }
 
+/* ---- record encryption ------------------------------------------------- */
+
+/* The cached context ready for key k (the cipher set once, the key
+** schedule when the version changes). */
+static EVP_CIPHER_CTX *gcm_ready(void **ctx, uint32_t *ver, const sl_dkey *k, bool enc)
+{
+    EVP_CIPHER_CTX *x = *ctx;
+    if (!x) {
+        if (!(x = EVP_CIPHER_CTX_new())) return NULL;
+        if ((enc ? EVP_EncryptInit_ex(x, EVP_aes_256_gcm(), NULL, NULL, NULL)
+                 : EVP_DecryptInit_ex(x, EVP_aes_256_gcm(), NULL, NULL, NULL)) != 1) {
+            EVP_CIPHER_CTX_free(x);
+            return NULL;
+        }
+        *ctx = x;
+        *ver = 0;
+    }
+    if (*ver != k->version) {
+        if ((enc ? EVP_EncryptInit_ex(x, NULL, NULL, k->key, NULL)
+                 : EVP_DecryptInit_ex(x, NULL, NULL, k->key, NULL)) != 1)
+            return NULL;
+        *ver = k->version;
+    }
+    return x;
+}
+
+int sl__gcm_seal(void **ctx, uint32_t *ctx_ver, const sl_dkey *k, const uint8_t nonce[12],
+                 const uint8_t *aad, size_t aad_len, const uint8_t *in1, size_t n1,
+                 const uint8_t *in2, size_t n2, uint8_t *out, uint8_t tag[SL_GCM_TAG])
+{
+    EVP_CIPHER_CTX *x = gcm_ready(ctx, ctx_ver, k, true);
+    int len = 0;
+    if (!x || EVP_EncryptInit_ex(x, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_EncryptUpdate(x, NULL, &len, aad, (int)aad_len) != 1 ||
+        EVP_EncryptUpdate(x, out, &len, in1, (int)n1) != 1 ||
+        (n2 && EVP_EncryptUpdate(x, out + n1, &len, in2, (int)n2) != 1) ||
+        EVP_EncryptFinal_ex(x, out + n1 + n2, &len) != 1 ||
+        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_GET_TAG, SL_GCM_TAG, tag) != 1) {
+        *ctx_ver = 0;                   /* set the key again next time */
+        return SL_EIO;
+    }
+    return 0;
+}
+
+int sl__gcm_open(void **ctx, uint32_t *ctx_ver, const sl_dkey *k, const uint8_t nonce[12],
+                 const uint8_t *aad, size_t aad_len, const uint8_t *in, size_t n, uint8_t *out,
+                 const uint8_t tag[SL_GCM_TAG])
+{
+    EVP_CIPHER_CTX *x = gcm_ready(ctx, ctx_ver, k, false);
+    int len = 0;
+    if (!x || EVP_DecryptInit_ex(x, NULL, NULL, NULL, nonce) != 1 ||
+        EVP_DecryptUpdate(x, NULL, &len, aad, (int)aad_len) != 1 ||
+        EVP_DecryptUpdate(x, out, &len, in, (int)n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, SL_GCM_TAG, (void *)tag) != 1 ||
+        EVP_DecryptFinal_ex(x, out + n, &len) != 1) {
+        *ctx_ver = 0;
+        OPENSSL_cleanse(out, n);        /* never hand out unauthenticated bytes */
+        return SL_ECORRUPT;
+    }
+    return 0;
+}
+
+void sl__gcm_free(void **ctx)
+{
+    EVP_CIPHER_CTX_free(*ctx);          /* cleanses the key schedule */
+    *ctx = NULL;
+}
+
+size_t sl__rec_nonce_aad(const uint8_t *rec, uint64_t stream_id, uint32_t shard,
+                         uint8_t nonce[12], uint8_t aad[SL_REC_AAD])
+{
+    memcpy(nonce, rec + 8, 8);          /* the sequence number */
+    memcpy(nonce + 8, rec + 36, 4);     /* the open's salt */
+    memcpy(aad, rec, SL_REC_ENC_HDR);
+    sl__st64(aad + SL_REC_ENC_HDR, stream_id);
+    sl__st32(aad + SL_REC_ENC_HDR + 8, shard);
+    return SL_REC_AAD;
+}
+
+int sl__rec_decrypt(sl_stream *s, uint32_t shard, const uint8_t *rec, const sl_recview *v,
+                    void **ctx, uint32_t *ctx_ver, uint8_t *out)
+{
+    uint32_t ver = sl__ld32(rec + 32);
+    const sl_dkey *k = sl__key_get(s, ver);
+    if (!k && ver && s->has_kp && s->readonly) {
+        /* a follower: the writer may have rotated since it read the
+        ** manifest (it writes the manifest before using a new key) */
+        atomic_store(&s->refresh_ms, 0);
+        sl__stream_refresh(s);
+        k = sl__key_get(s, ver);
+    }
+    /* with a provider every key of the manifest is loaded: a version
+    ** without one was never made -- damage, like version 0 */
+    if (!k) return ver && !s->has_kp ? SL_EKEY : SL_ECORRUPT;
+    uint8_t nonce[12], aad[SL_REC_AAD];
+    size_t al = sl__rec_nonce_aad(rec, s->man.stream_id, shard, nonce, aad);
+    size_t n = (size_t)v->klen + v->dlen;
+    return sl__gcm_open(ctx, ctx_ver, k, nonce, aad, al, v->key, n, out, v->key + n);
+}
+
 /* ---- the stream's data keys --------------------------------------------- */
 
 static int provider_ok(const sl_key_provider *kp, const char *what)
@@ -172,61 +272,251 @@ static int provider_ok(const sl_key_provider *kp, const char *what)
     return 0;
 }
 
+/* Wrap a data key under key_id into a manifest entry. */
+static int wrap_key(const sl_key_provider *kp, const char *key_id, uint32_t version,
+                    const uint8_t key[SL_DATA_KEY_BYTES], sl_mkey *out)
+{
+    uint8_t w[SL_WRAPPED_KEY_MAX];
+    size_t wl = sizeof w;
+    int rc = kp->wrap(kp->ctx, key_id, key, w, &wl);
+    if (rc) return sl__err(rc < 0 ? rc : SL_EKEY, "the key provider could not wrap a data key "
+                                                  "under %s", key_id);
+    if (wl == 0 || wl > SL_WRAPPED_KEY_MAX)
+        return sl__err(SL_EKEY, "the key provider returned a wrapped key of %zu bytes", wl);
+    if (!(out->wrapped = malloc(wl))) return sl__err(SL_ENOMEM, "wrapping a data key");
+    memcpy(out->wrapped, w, wl);
+    out->len = wl;
+    out->version = version;
+    return 0;
+}
+
+static void mkeys_free(sl_mkey *k, size_t n)
+{
+    for (size_t i = 0; k && i < n; i++) free(k[i].wrapped);
+    free(k);
+}
+
 int sl__keys_create(sl_manifest *m, const sl_key_provider *kp)
 {
     if (m->encryption != SL_ENCRYPTION_KMS) return 0;
     int rc = provider_ok(kp, "creating the stream");
     if (rc) return rc;
-    uint8_t key[SL_DATA_KEY_BYTES], w[SL_WRAPPED_KEY_MAX];
-    size_t wl = sizeof w;
-    if (RAND_bytes(key, sizeof key) != 1) return sl__err(SL_EIO, "no random bytes");
-    rc = kp->wrap(kp->ctx, m->kms_key_id, key, w, &wl);
-    OPENSSL_cleanse(key, sizeof key);
-    if (rc) return sl__err(rc, "the key provider could not wrap a data key under %s",
-                           m->kms_key_id);
-    if (wl == 0 || wl > SL_WRAPPED_KEY_MAX) return sl__err(SL_EKEY, "the key provider "
-                                                                    "returned a bad length");
+    uint8_t key[SL_DATA_KEY_BYTES];
     sl_mkey *k = calloc(1, sizeof *k);
-    if (!k || !(k->wrapped = malloc(wl))) {
+    if (!k) return sl__err(SL_ENOMEM, "creating a data key");
+    if (RAND_bytes(key, sizeof key) != 1) rc = sl__err(SL_EIO, "no random bytes");
+    if (rc == 0) rc = wrap_key(kp, m->kms_key_id, 1, key, k);
+    OPENSSL_cleanse(key, sizeof key);
+    if (rc) {
         free(k);
-        return sl__err(SL_ENOMEM, "creating a data key");
+        return rc;
     }
-    memcpy(k->wrapped, w, wl);
-    k->len = wl;
-    k->version = 1;
     m->keys = k;
     m->nkeys = 1;
     m->key_current = 1;
     return 0;
 }
 
-int sl__keys_open(sl_stream *s, const sl_key_provider *kp)
+const sl_dkey *sl__key_get(sl_stream *s, uint32_t version)
 {
-    if (s->man.nkeys == 0) return 0;
-    int rc = provider_ok(kp, "opening the stream");
-    if (rc) return rc;
-    if (!(s->keys = calloc(s->man.nkeys, sizeof *s->keys)))
+    size_t n = atomic_load_explicit(&s->nkeys, memory_order_acquire);
+    return version >= 1 && version <= n ? s->keys[version - 1] : NULL;
+}
+
+/* Publish key version v (slot v-1) to readers. */
+static int key_publish(sl_stream *s, sl_dkey *k)
+{
+    if (!s->keys && !(s->keys = calloc(SL_DATA_KEYS_MAX, sizeof *s->keys)))
         return sl__err(SL_ENOMEM, "loading data keys");
-    for (size_t i = 0; i < s->man.nkeys; i++) {
-        const sl_mkey *k = &s->man.keys[i];
-        s->keys[i].version = k->version;
-        rc = kp->unwrap(kp->ctx, s->man.kms_key_id, k->wrapped, k->len, s->keys[i].key);
+    s->keys[k->version - 1] = k;
+    atomic_store_explicit(&s->nkeys, k->version, memory_order_release);
+    return 0;
+}
+
+/* Unwrap the keys of m that this handle lacks (caller holds s->mu or is
+** alone).  Without a provider, none: reading their records is SL_EKEY. */
+static int keys_load(sl_stream *s, const sl_manifest *m)
+{
+    if (!s->has_kp) return 0;
+    for (size_t i = atomic_load(&s->nkeys); i < m->nkeys; i++) {
+        const sl_mkey *mk = &m->keys[i];
+        if (mk->version != i + 1 || i >= SL_DATA_KEYS_MAX)
+            return sl__err(SL_ECORRUPT, "stream '%s': data key %zu has version %" PRIu32,
+                           m->name, i + 1, mk->version);
+        sl_dkey *k = malloc(sizeof *k);
+        if (!k) return sl__err(SL_ENOMEM, "loading data keys");
+        k->version = mk->version;
+        int rc = s->kp.unwrap(s->kp.ctx, m->kms_key_id, mk->wrapped, mk->len, k->key);
+        if (rc == 0) rc = key_publish(s, k);
+        else rc = sl__err(rc < 0 && rc != SL_EIO ? SL_EKEY : rc,
+                          "stream '%s': the key provider could not unwrap data key %" PRIu32
+                          " under %s (a wrong master key?)",
+                          m->name, mk->version, m->kms_key_id);
         if (rc) {
-            sl__keys_wipe(s);
-            return sl__err(rc == SL_EKEY ? SL_EKEY : rc,
-                           "stream '%s': the key provider could not unwrap data key %u under "
-                           "%s (a wrong master key?)",
-                           s->man.name, k->version, s->man.kms_key_id);
+            OPENSSL_cleanse(k, sizeof *k);
+            free(k);
+            return rc;
         }
-        s->nkeys = i + 1;
     }
     return 0;
 }
 
+static void set_current(sl_stream *s)
+{
+    atomic_store_explicit(&s->enc_key,
+                          s->man.key_current ? sl__key_get(s, s->man.key_current) : NULL,
+                          memory_order_release);
+}
+
+static int keys_change(sl_stream *s, const char *key_id, bool add, bool on);
+
+int sl__keys_open(sl_stream *s, const sl_key_provider *kp)
+{
+    if (kp) {
+        int rc = provider_ok(kp, "opening the stream");
+        if (rc) return rc;
+        s->kp = *kp;
+        s->has_kp = true;
+    } else if (s->man.key_current || s->man.encryption == SL_ENCRYPTION_KMS) {
+        return provider_ok(NULL, "opening the stream");
+    }
+    if (!s->readonly && RAND_bytes((uint8_t *)&s->nonce_salt, sizeof s->nonce_salt) != 1)
+        return sl__err(SL_EIO, "no random bytes from libcrypto");
+    int rc = keys_load(s, &s->man);
+    if (rc) return rc;
+    if (s->man.key_current > s->man.nkeys)
+        return sl__err(SL_ECORRUPT, "stream '%s': the current data key %" PRIu32 " is missing",
+                       s->man.name, s->man.key_current);
+    /* a KMS stream without a data key (made by 0.2.0, which stored the
+    ** setting only): its writer makes one now */
+    if (!s->readonly && s->man.encryption == SL_ENCRYPTION_KMS && !s->man.key_current)
+        return keys_change(s, NULL, true, true);
+    set_current(s);
+    return 0;
+}
+
+int sl__keys_refresh(sl_stream *s, const sl_manifest *m)
+{
+    return keys_load(s, m);
+}
+
 void sl__keys_wipe(sl_stream *s)
 {
-    if (s->keys) OPENSSL_cleanse(s->keys, s->man.nkeys * sizeof *s->keys);
+    size_t n = atomic_load(&s->nkeys);
+    for (size_t i = 0; i < n; i++) {
+        OPENSSL_cleanse(s->keys[i], sizeof *s->keys[i]);
+        free(s->keys[i]);
+    }
     free(s->keys);
     s->keys = NULL;
-    s->nkeys = 0;
+    atomic_store(&s->nkeys, 0);
+    atomic_store(&s->enc_key, NULL);
+    OPENSSL_cleanse(&s->kp, sizeof s->kp);
+    s->has_kp = false;
 }
+
+/* ---- starting, stopping, rotating ----------------------------------------
+** Each is one manifest rewrite under s->mu: the new list of wrapped keys
+** (all rewrapped when the master key id changes), a fresh data key when
+** one is added, the current version.  Only after the manifest is durable
+** do new records use the new key. */
+static int keys_change(sl_stream *s, const char *key_id, bool add, bool on)
+{
+    if (!s->has_kp) return provider_ok(NULL, "changing encryption");
+    size_t old = s->man.nkeys, n = old + (add ? 1 : 0);
+    if (n > SL_DATA_KEYS_MAX)
+        return sl__err(SL_ELIMIT, "stream '%s' has %u data keys, the most a stream may have",
+                       s->man.name, SL_DATA_KEYS_MAX);
+    bool rewrap = key_id && strcmp(key_id, s->man.kms_key_id ? s->man.kms_key_id : "") != 0;
+    const char *id = key_id ? key_id : s->man.kms_key_id;
+    sl_mkey *mk = calloc(n ? n : 1, sizeof *mk);
+    char *idcopy = rewrap ? strdup(key_id) : NULL;
+    sl_dkey *nk = add ? calloc(1, sizeof *nk) : NULL;
+    int rc = !mk || (rewrap && !idcopy) || (add && !nk) ? sl__err(SL_ENOMEM, "changing keys") : 0;
+    for (size_t i = 0; rc == 0 && i < old; i++) {
+        if (rewrap) {
+            const sl_dkey *k = sl__key_get(s, (uint32_t)i + 1);
+            rc = k ? wrap_key(&s->kp, id, k->version, k->key, &mk[i])
+                   : sl__err(SL_EKEY, "data key %zu is not loaded", i + 1);
+        } else if (!(mk[i].wrapped = malloc(s->man.keys[i].len))) {
+            rc = sl__err(SL_ENOMEM, "changing keys");
+        } else {
+            memcpy(mk[i].wrapped, s->man.keys[i].wrapped, s->man.keys[i].len);
+            mk[i].len = s->man.keys[i].len;
+            mk[i].version = s->man.keys[i].version;
+        }
+    }
+    if (rc == 0 && add) {
+        nk->version = (uint32_t)n;
+        rc = RAND_bytes(nk->key, sizeof nk->key) == 1 ? wrap_key(&s->kp, id, nk->version,
+                                                                 nk->key, &mk[n - 1])
+                                                      : sl__err(SL_EIO, "no random bytes");
+    }
+    sl_manifest m = s->man;
+    m.keys = mk;
+    m.nkeys = n;
+    m.key_current = on ? (add ? (uint32_t)n : s->man.key_current) : 0;
+    m.encryption = on ? SL_ENCRYPTION_KMS : SL_ENCRYPTION_NONE;
+    if (rewrap) m.kms_key_id = idcopy;
+    m.generation++;
+    if (rc == 0) rc = sl__manifest_write(&m, s->dir);
+    if (rc == 0 && nk) rc = key_publish(s, nk);
+    if (rc) {
+        mkeys_free(mk, n);
+        free(idcopy);
+        if (nk) OPENSSL_cleanse(nk, sizeof *nk);
+        free(nk);
+        return rc;
+    }
+    mkeys_free(s->man.keys, old);
+    if (rewrap) free(s->man.kms_key_id);
+    s->man = m;
+    set_current(s);
+    return 0;
+}
+
+int sl__key_id_check(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n < 1 || n > SL_KMS_KEY_ID_MAX)
+        return sl__err(SL_EVALIDATION, "1 validation error detected: Value at 'keyId' failed to "
+                                       "satisfy constraint: Member must have length between 1 "
+                                       "and %d (required with encryption KMS)",
+                       SL_KMS_KEY_ID_MAX);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] < 0x20)
+            return sl__err(SL_EVALIDATION, "kms_key_id holds a control character");
+    return 0;
+}
+
+/* The common entry: checks, then keys_change under s->mu. */
+static int change(sl_stream *s, const char *key_id, int op)
+{
+    if (!s) return sl__ret(NULL, sl__err(SL_EINVAL, "stream is NULL"));
+    int rc = sl__stream_check_writable(s);
+    if (rc == 0 && op == 0) rc = sl__key_id_check(key_id);
+    if (rc) return sl__ret(s, rc);
+    pthread_mutex_lock(&s->mu);
+    bool on = s->man.key_current != 0;
+    const char *cur = s->man.kms_key_id ? s->man.kms_key_id : "";
+    if (op == 0)                        /* start: a no-op if already so */
+        rc = on && !strcmp(key_id, cur) ? 0 : keys_change(s, key_id, true, true);
+    else if (op == 1)                   /* stop */
+        rc = on ? keys_change(s, NULL, false, false) : 0;
+    else if (!on)                       /* rotate */
+        rc = sl__err(SL_EINVAL, "stream '%s' is not encrypted: start encryption first",
+                     s->man.name);
+    else
+        rc = keys_change(s, NULL, true, true);
+    pthread_mutex_unlock(&s->mu);
+    return sl__ret(s, rc);
+}
+
+int sl_stream_start_encryption(sl_stream *s, const char *kms_key_id)
+{
+    return change(s, kms_key_id, 0);
+}
+
+int sl_stream_stop_encryption(sl_stream *s) { return change(s, NULL, 1); }
+
+int sl_stream_rotate_key(sl_stream *s) { return change(s, NULL, 2); }

@@ -153,26 +153,60 @@ SL_HIDDEN void sl__md5_lanes_run(int lanes, const char *const *keys, const size_
 #define SL_REC_OVERHEAD 40u           /* header + trailing XXH3 */
 #define SL_KEY_BYTES_MAX 1024u        /* 256 UTF-16 units need <= 768 */
 
+/* An encrypted record (rec_flags SL_REC_ENC) carries 24 more bytes: the
+** data key version and the nonce salt before the ciphertext, the GCM tag
+** after it. */
+#define SL_REC_ENC 0x1u
+#define SL_REC_ENC_EXTRA 24u
+#define SL_REC_ENC_HDR 40u            /* header, key version, salt */
+#define SL_GCM_TAG 16u
+
 static inline uint64_t sl__pad8(uint64_t n) { return (n + 7) & ~(uint64_t)7; }
 static inline uint64_t sl__rec_span(size_t klen, size_t dlen)
 {
     return sl__pad8(SL_REC_OVERHEAD + klen + dlen);
 }
+/* rec_bytes of a well-framed record with these flags (0 or SL_REC_ENC) */
+static inline uint64_t sl__rec_bytes(uint32_t flags, size_t klen, size_t dlen)
+{
+    return SL_REC_OVERHEAD + (flags ? SL_REC_ENC_EXTRA : 0) + klen + dlen;
+}
 
 typedef struct sl_recview {
     uint64_t seq;
     int64_t ms;
-    const uint8_t *key;
+    const uint8_t *key;               /* ciphertext if flags has SL_REC_ENC */
     const uint8_t *data;
     uint32_t klen, dlen;
+    uint32_t flags;
     uint64_t span;                    /* padded size on disk */
 } sl_recview;
 
+/* A data key, unwrapped (crypto.c); wiped when the stream closes. */
+typedef struct sl_dkey {
+    uint32_t version;
+    uint8_t key[SL_DATA_KEY_BYTES];
+} sl_dkey;
+
+/* What sealing a record needs: the current data key, the open's nonce salt,
+** the shard's cipher context (under its lock) and what the associated data
+** binds besides the record's header. */
+typedef struct sl_seal {
+    const sl_dkey *key;
+    uint32_t salt;
+    uint32_t shard_index;
+    uint64_t stream_id;
+    void **ctx;                       /* EVP_CIPHER_CTX *, made on first use */
+    uint32_t *ctx_ver;                /* the key version ctx is set up for */
+} sl_seal;
+
 SL_HIDDEN uint64_t sl__xxh3(const void *p, size_t n);
-/* Frame one record at dst (which has sl__rec_span bytes, zero-filled). */
-SL_HIDDEN void sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms,
-                             const void *key, uint32_t klen, const void *data,
-                             uint32_t dlen);
+/* Frame one record at dst (which has sl__rec_span bytes, zero-filled);
+** with e, encrypted (span from sl__rec_bytes(SL_REC_ENC, ...)).  Fails
+** (SL_EIO, dst left zero) only if libcrypto does. */
+SL_HIDDEN int sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms,
+                            const void *key, uint32_t klen, const void *data,
+                            uint32_t dlen, const sl_seal *e);
 /* Results of sl__rec_parse. */
 enum { SL_REC_OK = 0, SL_REC_END = 1, SL_REC_BAD = 2 };
 /* Parse the record at p with `avail` bytes before the region's end.
@@ -378,10 +412,13 @@ static inline bool sl__seg_fits(const sl_seg *g, uint64_t span)
     uint64_t need_idx = (g->tail >= g->next_idx_off) ? SL_IDX_ENTRY : 0;
     return g->tail + span + need_idx <= g->idx_low;
 }
-/* Writer: frame one record at the tail (not yet published). */
-SL_HIDDEN void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms,
-                              const void *key, uint32_t klen,
-                              const void *data, uint32_t dlen);
+/* Writer: frame one record at the tail (not yet published); encrypted
+** with e.  Fails only if libcrypto does (nothing appended). */
+SL_HIDDEN int sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms,
+                             const void *key, uint32_t klen,
+                             const void *data, uint32_t dlen, const sl_seal *e);
+/* Writer: copy a framed record (parsed as v) to the tail (compaction). */
+SL_HIDDEN void sl__seg_append_copy(sl_seg *g, const uint8_t *rec, const sl_recview *v);
 /* Writer: publish the tail and index count to readers (store-release). */
 SL_HIDDEN void sl__seg_publish(sl_seg *g);
 /* Writer: write the trailer, sync if c->sync_now, mark sealed. */
@@ -514,6 +551,8 @@ struct sl_shard {
     sl_seg *spare;                    /* the next segment, prepared ahead */
     _Atomic uint64_t spare_bytes;     /* its file size, read lock-free */
     uint64_t seq_next, seq_end;       /* this shard's block of numbers */
+    void *cctx;                       /* EVP_CIPHER_CTX sealing records, */
+    uint32_t cctx_ver;                /* set up for this key version */
 
     /* segment list, oldest first; seglock guards the array and mappings */
     pthread_mutex_t seglock;
@@ -831,12 +870,45 @@ SL_HIDDEN int sl__manifest_write(const sl_manifest *m, const char *stream_dir);
 SL_HIDDEN void sl__manifest_free(sl_manifest *m);
 
 /* ---- Encryption keys (crypto.c) ------------------------------------------ */
+#define SL_DATA_KEYS_MAX 1024u        /* data keys per stream (rotations) */
 /* Create: a first data key for a KMS stream, wrapped into m (SL_EKEY
 ** without a provider). */
 SL_HIDDEN int sl__keys_create(sl_manifest *m, const sl_key_provider *kp);
-/* Open: unwrap every data key of s->man into s->keys. */
+/* Open: keep the provider, unwrap every data key of s->man into s->keys
+** and set the current one for new records.  Followers call it again after
+** re-reading the manifest (new keys only). */
 SL_HIDDEN int sl__keys_open(sl_stream *s, const sl_key_provider *kp);
+SL_HIDDEN int sl__keys_refresh(sl_stream *s, const sl_manifest *m);
 SL_HIDDEN void sl__keys_wipe(sl_stream *s);
+/* A KMS key id: 1..2048 characters, no control characters. */
+SL_HIDDEN int sl__key_id_check(const char *id);
+/* The data key of a version, or NULL if this handle has none. */
+SL_HIDDEN const sl_dkey *sl__key_get(sl_stream *s, uint32_t version);
+/* AES-256-GCM of a record (record.c frames, these cipher): seal encrypts
+** n1 + n2 bytes from two pieces into out; open decrypts n bytes.  *ctx is a
+** context cached across calls (freed by sl__gcm_free).  0, SL_EIO (seal),
+** SL_ECORRUPT (open: the tag does not match). */
+SL_HIDDEN int sl__gcm_seal(void **ctx, uint32_t *ctx_ver, const sl_dkey *k,
+                           const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
+                           const uint8_t *in1, size_t n1, const uint8_t *in2, size_t n2,
+                           uint8_t *out, uint8_t tag[SL_GCM_TAG]);
+SL_HIDDEN int sl__gcm_open(void **ctx, uint32_t *ctx_ver, const sl_dkey *k,
+                           const uint8_t nonce[12], const uint8_t *aad, size_t aad_len,
+                           const uint8_t *in, size_t n, uint8_t *out,
+                           const uint8_t tag[SL_GCM_TAG]);
+SL_HIDDEN void sl__gcm_free(void **ctx);
+/* The nonce and associated data of the encrypted record at rec (header and
+** salt written): nonce = seq || salt, aad = rec[0..40) || stream_id ||
+** shard_index.  Returns the aad length. */
+#define SL_REC_AAD 52u
+SL_HIDDEN size_t sl__rec_nonce_aad(const uint8_t *rec, uint64_t stream_id, uint32_t shard,
+                                   uint8_t nonce[12], uint8_t aad[SL_REC_AAD]);
+/* Decrypt the encrypted record v (parsed from rec) into out (klen + dlen
+** bytes).  SL_EKEY: its key exists but this handle has no provider;
+** SL_ECORRUPT: it fails its tag, or names a key that was never made. */
+SL_HIDDEN int sl__rec_decrypt(sl_stream *s, uint32_t shard, const uint8_t *rec,
+                              const sl_recview *v, void **ctx, uint32_t *ctx_ver,
+                              uint8_t *out);
 
 /* ---- Stream (stream.c) --------------------------------------------------
 ** The struct is internal so that shard.c, producer.c and iterator.c can
@@ -913,12 +985,17 @@ struct sl_stream {
     struct sl_faults *faults;         /* NULL until one is injected */
     pthread_mutex_t fault_mu;
 
-    /* data keys, unwrapped (crypto.c); wiped at close */
-    struct {
-        uint32_t version;
-        uint8_t key[SL_DATA_KEY_BYTES];
-    } *keys;
-    size_t nkeys;
+    /* data keys, unwrapped (crypto.c); wiped at close.  keys[v-1] is
+    ** version v; the table has SL_DATA_KEYS_MAX slots (allocated with the
+    ** first key) and a slot is set before nkeys (release) covers it, so
+    ** readers need no lock.  enc_key: the key of new records, NULL when
+    ** encryption is off. */
+    sl_dkey **keys;
+    _Atomic size_t nkeys;
+    _Atomic(const sl_dkey *) enc_key;
+    uint32_t nonce_salt;              /* random, per open */
+    sl_key_provider kp;               /* copied from the open options */
+    bool has_kp;
 
     /* consumers open on this handle (consumer.c), under cons_mu */
     pthread_mutex_t cons_mu;

@@ -25,6 +25,8 @@
 */
 #include "internal.h"
 
+#include <openssl/crypto.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,14 @@ struct sl_iter {
     uint8_t *cbuf;
     size_t ccap;
     ZSTD_DCtx *dctx;                  /* made by the first cold read */
+    /* encrypted records: a read emits them with partition_key NULL and
+    ** data at the framed record, then decrypts them all into dbuf (the
+    ** views of the read); dctx_ver: the key version cctx is set up for */
+    size_t nenc;
+    uint8_t *dbuf;
+    size_t dcap;
+    void *cctx;
+    uint32_t cctx_ver;
 };
 
 /* The KDS profile's iterator lifetime (Kinesis: 5 minutes). */
@@ -94,6 +104,9 @@ static void iter_free(sl_iter *it)
     atomic_fetch_sub(&it->s->children, 1);
     free(it->cbuf);
     ZSTD_freeDCtx(it->dctx);
+    if (it->dbuf) OPENSSL_cleanse(it->dbuf, it->dcap);
+    free(it->dbuf);
+    sl__gcm_free(&it->cctx);
     free(it);
 }
 
@@ -330,6 +343,50 @@ static int64_t behind(sl_iter *it, uint64_t end)
     return d > 0 ? d : 0;
 }
 
+static int dbuf_reserve(sl_iter *it, size_t need)
+{
+    if (need <= it->dcap) return 0;
+    size_t cap = need > 2 * it->dcap ? need : 2 * it->dcap;
+    uint8_t *b = malloc(cap);
+    if (!b) return sl__err(SL_ENOMEM, "decrypting %zu bytes", need);
+    if (it->dbuf) OPENSSL_cleanse(it->dbuf, it->dcap);
+    free(it->dbuf);
+    it->dbuf = b;
+    it->dcap = cap;
+    return 0;
+}
+
+/* May the arrival time of record v (at q) decide that the read is past
+** the retention horizon?  An encrypted record's time is authenticated only
+** by its tag: check it first (a forged time must be reported as damage by
+** the read, not taken for expiry).  Without its key, it is taken. */
+static bool time_trusted(sl_iter *it, const uint8_t *q, const sl_recview *v)
+{
+    if (!v->flags) return true;
+    if (dbuf_reserve(it, (size_t)v->klen + v->dlen) != 0) return false;
+    int r = sl__rec_decrypt(it->s, it->sh->index, q, v, &it->cctx, &it->cctx_ver, it->dbuf);
+    return r != SL_ECORRUPT;
+}
+
+/* Fill a record view from the framed record q (flags fl checked by the
+** caller); an encrypted one is decrypted at the end of the read. */
+static inline void emit(sl_iter *it, sl_record *o, const uint8_t *q, uint32_t fl, uint32_t kl,
+                        uint32_t dl, uint64_t seq, int64_t ms)
+{
+    if (SL_UNLIKELY(fl)) {
+        o->partition_key = NULL;
+        o->data = q;
+        it->nenc++;
+    } else {
+        o->partition_key = (const char *)q + SL_REC_HDR;
+        o->data = q + SL_REC_HDR + kl;
+    }
+    o->key_len = kl;
+    o->data_len = dl;
+    o->sequence = seq;
+    o->arrival_ms = ms;
+}
+
 /* A read in a cold segment, from the first record of the call: the records
 ** of the block holding it->off, up to limit and max_bytes. */
 static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_record *recs,
@@ -345,8 +402,10 @@ static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_r
     if (rc == 0) {
         uint64_t lim = it->win_hi < end ? it->win_hi : end;
         const uint8_t *q = it->cbuf + (it->off - it->win_lo);
-        if (horizon != INT64_MIN && lim - it->off >= SL_REC_HDR &&
-            (int64_t)sl__ld64(q + 16) <= horizon)
+        sl_recview v;
+        if (horizon != INT64_MIN &&
+            sl__rec_parse(q, lim - it->off, false, &v) == SL_REC_OK && v.ms <= horizon &&
+            time_trusted(it, q, &v))
             return trimmed(it, "expired (retention)");
         /* the block's checksum matched: check only what framing needs, as
         ** in a verified hot block */
@@ -357,9 +416,10 @@ static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_r
                 why = "a record cut by the block's end";
                 break;
             }
-            uint32_t rb = sl__ld32(q), kl = sl__ld16(q + 24), dl = sl__ld32(q + 28);
+            uint32_t rb = sl__ld32(q), fl = sl__ld32(q + 4), kl = sl__ld16(q + 24),
+                     dl = sl__ld32(q + 28);
             uint64_t seq = sl__ld64(q + 8), span = sl__pad8(rb);
-            if (SL_UNLIKELY(rb != SL_REC_OVERHEAD + kl + dl || span > room)) {
+            if (SL_UNLIKELY(fl > SL_REC_ENC || rb != sl__rec_bytes(fl, kl, dl) || span > room)) {
                 why = "a record's framing is wrong";
                 break;
             }
@@ -368,13 +428,7 @@ static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_r
                 break;
             }
             if (n && bytes + kl + dl > max_bytes) break;
-            sl_record *o = &recs[n++];
-            o->partition_key = (const char *)q + SL_REC_HDR;
-            o->key_len = kl;
-            o->data = q + SL_REC_HDR + kl;
-            o->data_len = dl;
-            o->sequence = seq;
-            o->arrival_ms = (int64_t)sl__ld64(q + 16);
+            emit(it, &recs[n++], q, fl, kl, dl, seq, (int64_t)sl__ld64(q + 16));
             bytes += kl + dl;
             it->off += span;
             it->last_seq = seq;
@@ -480,6 +534,68 @@ int sl_iter_read(sl_iter *it, sl_record *recs, size_t limit, sl_read_result *res
     return sl__ret(it, rc);
 }
 
+/* The hot-layout offset of a framed record a read emitted. */
+static uint64_t rec_offset(const sl_iter *it, const uint8_t *q)
+{
+    const sl_seg *g = it->seg;
+    return g->cold ? it->win_lo + (uint64_t)(q - it->cbuf) : (uint64_t)(q - g->base);
+}
+
+/* The end of a read that emitted encrypted records: decrypt them into dbuf.
+** A record that cannot be decrypted ends the read before it (the records
+** before it are returned, and the iterator moves back to it); met first,
+** it is the call's error: SL_ECORRUPT (its tag fails: it is skipped and
+** reported, as damage) or SL_EKEY (no key for it here: the iterator stays
+** on it). */
+static int decrypt_read(sl_iter *it, sl_record *recs, size_t *np, uint64_t last0)
+{
+    size_t n = *np, need = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!recs[i].partition_key) need += recs[i].key_len + recs[i].data_len;
+    int rc = dbuf_reserve(it, need);
+    if (rc) return rc;
+    uint8_t *out = it->dbuf;
+    for (size_t i = 0; i < n; i++) {
+        sl_record *o = &recs[i];
+        if (o->partition_key) continue;
+        const uint8_t *q = o->data;
+        sl_recview v;
+        v.key = q + SL_REC_ENC_HDR;
+        v.klen = (uint32_t)o->key_len;
+        v.dlen = (uint32_t)o->data_len;
+        int r = sl__rec_decrypt(it->s, it->sh->index, q, &v, &it->cctx, &it->cctx_ver, out);
+        if (r == 0) {
+            o->partition_key = (const char *)out;
+            o->data = out + o->key_len;
+            out += o->key_len + o->data_len;
+            continue;
+        }
+        uint64_t off = rec_offset(it, q);
+        *np = i;
+        if (i) {                         /* what we have first */
+            it->off = off;
+            it->last_seq = recs[i - 1].sequence;
+            return 0;
+        }
+        if (r == SL_EKEY) {
+            it->off = off;
+            it->last_seq = last0;
+            return sl__err(SL_EKEY, "%s segment %016" PRIx64 " offset %" PRIu64 ": record %"
+                           PRIu64 " is encrypted under data key %" PRIu32 ", which this handle "
+                           "does not hold (open the stream with its key provider)",
+                           it->sh->id, it->seg->ordinal, off, o->sequence, sl__ld32(q + 32));
+        }
+        it->off = off + sl__pad8(sl__ld32(q));
+        it->last_seq = o->sequence;
+        r = sl__err(SL_ECORRUPT, "%s segment %016" PRIx64 " offset %" PRIu64 ": record %" PRIu64
+                    " fails authentication (AES-GCM tag or key version); skipped",
+                    it->sh->id, it->seg->ordinal, off, o->sequence);
+        sl__stream_report(it->s, SL_ECORRUPT, "%s", sl__errtext());
+        return r;
+    }
+    return 0;
+}
+
 int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes,
                   sl_read_result *res)
 {
@@ -491,8 +607,9 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
     ** is the one to look at */
     int64_t horizon = sl__horizon(it->s, sl__now(it->s));
     size_t n = 0;
-    uint64_t bytes = 0, end = 0;
+    uint64_t bytes = 0, end = 0, last0 = it->last_seq;
     int rc = 0;
+    it->nenc = 0;
     for (;;) {
         if (!it->seg) {
             bool moved;
@@ -508,9 +625,12 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
             continue;
         }
         if (n == 0 && it->off < end && horizon != INT64_MIN) {
+            /* a damaged record's time is not trusted: the careful path
+            ** below reports it */
             sl_recview v;
-            if (sl__rec_parse(g->base + it->off, end - it->off, false, &v) == SL_REC_OK &&
-                v.ms <= horizon) {
+            if (sl__rec_parse(g->base + it->off, end - it->off, need_record_check(it, g, end),
+                              &v) == SL_REC_OK &&
+                v.ms <= horizon && time_trusted(it, g->base + it->off, &v)) {
                 rc = trimmed(it, "expired (retention)");
                 break;
             }
@@ -520,20 +640,16 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
             ** the writer wrote; check only what framing needs */
             while (it->off < it->ok_end && n < limit) {
                 const uint8_t *q = g->base + it->off;
-                uint32_t rb = sl__ld32(q), kl = sl__ld16(q + 24), dl = sl__ld32(q + 28);
+                uint32_t rb = sl__ld32(q), fl = sl__ld32(q + 4), kl = sl__ld16(q + 24),
+                         dl = sl__ld32(q + 28);
                 uint64_t seq = sl__ld64(q + 8), span = sl__pad8(rb);
-                if (SL_UNLIKELY(rb != SL_REC_OVERHEAD + kl + dl || span > it->ok_end - it->off ||
-                                seq <= it->last_seq || (n && bytes + kl + dl > max_bytes))) {
+                if (SL_UNLIKELY(fl > SL_REC_ENC || rb != sl__rec_bytes(fl, kl, dl) ||
+                                span > it->ok_end - it->off || seq <= it->last_seq ||
+                                (n && bytes + kl + dl > max_bytes))) {
                     it->ok_end = it->off;           /* let the careful path decide */
                     break;
                 }
-                sl_record *o = &recs[n++];
-                o->partition_key = (const char *)q + SL_REC_HDR;
-                o->key_len = kl;
-                o->data = q + SL_REC_HDR + kl;
-                o->data_len = dl;
-                o->sequence = seq;
-                o->arrival_ms = (int64_t)sl__ld64(q + 16);
+                emit(it, &recs[n++], q, fl, kl, dl, seq, (int64_t)sl__ld64(q + 16));
                 bytes += kl + dl;
                 it->off += span;
                 it->last_seq = seq;
@@ -561,13 +677,7 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
                 return rc;
             }
             if (n && bytes + v.klen + v.dlen > max_bytes) goto done;
-            sl_record *o = &recs[n++];
-            o->partition_key = (const char *)v.key;
-            o->key_len = v.klen;
-            o->data = v.data;
-            o->data_len = v.dlen;
-            o->sequence = v.seq;
-            o->arrival_ms = v.ms;
+            emit(it, &recs[n++], g->base + it->off, v.flags, v.klen, v.dlen, v.seq, v.ms);
             bytes += v.klen + v.dlen;
             it->off += v.span;
             it->last_seq = v.seq;
@@ -581,6 +691,7 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
         if ((rc = advance(it, &moved)) != 0 || !moved) break;
     }
 done:
+    if (SL_UNLIKELY(it->nenc) && n) rc = decrypt_read(it, recs, &n, last0);
     res->count = n;
     res->last_sequence = it->last_seq;
     res->millis_behind_latest = behind(it, end);

@@ -40,20 +40,34 @@ static inline uint64_t xxh3(const void *p, size_t n)
 
 uint64_t sl__xxh3(const void *p, size_t n) { return xxh3(p, n); }
 
-void sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms, const void *key,
-                   uint32_t klen, const void *data, uint32_t dlen)
+int sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms, const void *key,
+                  uint32_t klen, const void *data, uint32_t dlen, const sl_seal *e)
 {
-    uint32_t body = SL_REC_HDR + klen + dlen;
+    uint32_t body = (uint32_t)sl__rec_bytes(e ? SL_REC_ENC : 0, klen, dlen) - 8;
     sl__st32(dst + 0, body + 8);
-    sl__st32(dst + 4, 0);
+    sl__st32(dst + 4, e ? SL_REC_ENC : 0);
     sl__st64(dst + 8, seq);
     sl__st64(dst + 16, (uint64_t)ms);
     sl__st16(dst + 24, (uint16_t)klen);
     sl__st16(dst + 26, 0);
     sl__st32(dst + 28, dlen);
-    memcpy(dst + SL_REC_HDR, key, klen);
-    if (dlen) memcpy(dst + SL_REC_HDR + klen, data, dlen);
+    if (SL_UNLIKELY(e != NULL)) {
+        uint8_t nonce[12], aad[SL_REC_AAD];
+        sl__st32(dst + 32, e->key->version);
+        sl__st32(dst + 36, e->salt);
+        size_t al = sl__rec_nonce_aad(dst, e->stream_id, e->shard_index, nonce, aad);
+        uint8_t *ct = dst + SL_REC_ENC_HDR;
+        if (sl__gcm_seal(e->ctx, e->ctx_ver, e->key, nonce, aad, al, key, klen, data, dlen, ct,
+                         ct + klen + dlen) != 0) {
+            memset(dst, 0, body);
+            return sl__err(SL_EIO, "libcrypto failed to encrypt a record");
+        }
+    } else {
+        memcpy(dst + SL_REC_HDR, key, klen);
+        if (dlen) memcpy(dst + SL_REC_HDR + klen, data, dlen);
+    }
     sl__st64(dst + body, xxh3(dst, body));
+    return 0;
 }
 
 int sl__rec_parse(const uint8_t *p, uint64_t avail, bool verify,
@@ -70,20 +84,21 @@ int sl__rec_parse(const uint8_t *p, uint64_t avail, bool verify,
     if (rec_bytes == 0 && flags == 0 && sl__ld64(p + 8) == 0)
         return SL_REC_END;
     uint32_t klen = sl__ld16(p + 24), dlen = sl__ld32(p + 28);
-    if (flags != 0 || sl__ld16(p + 26) != 0 || klen == 0 ||
-        klen > SL_KEY_BYTES_MAX ||
-        (uint64_t)rec_bytes != (uint64_t)SL_REC_OVERHEAD + klen + dlen ||
+    if ((flags & ~SL_REC_ENC) != 0 || sl__ld16(p + 26) != 0 || klen == 0 ||
+        klen > SL_KEY_BYTES_MAX || (uint64_t)rec_bytes != sl__rec_bytes(flags, klen, dlen) ||
         sl__pad8(rec_bytes) > avail)
         return SL_REC_BAD;
     uint32_t body = rec_bytes - 8;
     if (verify && xxh3(p, body) != sl__ld64(p + body))
         return SL_REC_BAD;
+    uint32_t at = flags ? SL_REC_ENC_HDR : SL_REC_HDR;
     out->seq = sl__ld64(p + 8);
     out->ms = (int64_t)sl__ld64(p + 16);
-    out->key = p + SL_REC_HDR;
+    out->key = p + at;
     out->klen = klen;
-    out->data = p + SL_REC_HDR + klen;
+    out->data = p + at + klen;
     out->dlen = dlen;
+    out->flags = flags;
     out->span = sl__pad8(rec_bytes);
     return SL_REC_OK;
 }

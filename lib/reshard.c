@@ -364,6 +364,23 @@ int sl__stream_refresh(sl_stream *s)
                 sl__shard_wake(p);
             }
         }
+        /* keys added by rotations since (without a provider: none) */
+        if (m.nkeys > s->man.nkeys && (rc = sl__keys_refresh(s, &m)) != 0) {
+            pthread_mutex_unlock(&s->mu);
+            sl__manifest_free(&m);
+            return rc;
+        }
+        sl_mkey *ok = s->man.keys;
+        size_t on = s->man.nkeys;
+        char *oid = s->man.kms_key_id;
+        s->man.keys = m.keys;
+        s->man.nkeys = m.nkeys;
+        s->man.key_current = m.key_current;
+        s->man.encryption = m.encryption;
+        s->man.kms_key_id = m.kms_key_id;
+        m.keys = ok;
+        m.nkeys = on;
+        m.kms_key_id = oid;
         atomic_store(&s->retention_ms, (uint64_t)m.retention_hours * 3600000ull);
         atomic_store(&s->trim_ms, m.trim_ms);
         free(s->man.shards);

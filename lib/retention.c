@@ -29,6 +29,8 @@
 */
 #include "internal.h"
 
+#include <openssl/crypto.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -302,24 +304,67 @@ static uint64_t kmap_newest(kmap *m, const uint8_t *key, uint32_t klen)
     return e->key ? e->seq : 0;
 }
 
-/* Walk the committed records of a pinned hot segment; false on damage. */
-typedef int (*rec_fn)(void *ctx, const sl_recview *v);
-static bool each_record(sl_seg *g, rec_fn fn, void *ctx, int *rc)
+/* Decrypting partition keys: a compaction of encrypted records compares
+** their clear keys (each record has its own nonce, so equal keys never
+** have equal ciphertexts) and copies the records as they are. */
+typedef struct kdec {
+    sl_shard *sh;
+    void *cctx;
+    uint32_t ver;
+    uint8_t *buf;
+    size_t cap;
+} kdec;
+
+static void kdec_free(kdec *d)
+{
+    if (d->buf) OPENSSL_cleanse(d->buf, d->cap);
+    free(d->buf);
+    sl__gcm_free(&d->cctx);
+}
+
+/* Walk the committed records of a pinned hot segment, each with its framed
+** bytes; false on damage (a record that fails its checksum or its tag).
+** SL_EKEY in *rc: an encrypted record whose key this handle lacks. */
+typedef int (*rec_fn)(void *ctx, const sl_recview *v, const uint8_t *rec);
+static bool each_record(sl_seg *g, kdec *d, rec_fn fn, void *ctx, int *rc)
 {
     uint64_t end = sl__seg_is_sealed(g) ? g->data_end : sl__seg_visible_end(g);
     for (uint64_t off = SL_SEG_HDR; off < end;) {
         sl_recview v;
-        int r = sl__rec_parse(g->base + off, end - off, true, &v);
+        const uint8_t *rec = g->base + off;
+        int r = sl__rec_parse(rec, end - off, true, &v);
         if (r == SL_REC_END) break;
         if (r != SL_REC_OK) return false;
-        if ((*rc = fn(ctx, &v)) != 0) return true;
+        if (v.flags) {
+            size_t n = (size_t)v.klen + v.dlen;
+            if (n > d->cap) {
+                uint8_t *b = malloc(n);
+                if (!b) {
+                    *rc = sl__err(SL_ENOMEM, "compaction: decrypting");
+                    return true;
+                }
+                if (d->buf) OPENSSL_cleanse(d->buf, d->cap);
+                free(d->buf);
+                d->buf = b;
+                d->cap = n;
+            }
+            r = sl__rec_decrypt(d->sh->s, d->sh->index, rec, &v, &d->cctx, &d->ver, d->buf);
+            if (r == SL_EKEY) {
+                *rc = r;
+                return true;
+            }
+            if (r) return false;
+            v.key = d->buf;
+        }
+        if ((*rc = fn(ctx, &v, rec)) != 0) return true;
         off += v.span;
     }
     return true;
 }
 
-static int map_add(void *ctx, const sl_recview *v)
+static int map_add(void *ctx, const sl_recview *v, const uint8_t *rec)
 {
+    (void)rec;
     return kmap_put(ctx, v->key, v->klen, v->seq);
 }
 
@@ -329,9 +374,10 @@ typedef struct csum {
     sl_seg *out;                      /* the rewrite, when writing */
 } csum;
 
-static int count_superseded(void *ctx, const sl_recview *v)
+static int count_superseded(void *ctx, const sl_recview *v, const uint8_t *rec)
 {
     csum *c = ctx;
+    (void)rec;
     if (kmap_newest(c->m, v->key, v->klen) > v->seq) c->drop++;
     else {
         c->keep++;
@@ -340,22 +386,28 @@ static int count_superseded(void *ctx, const sl_recview *v)
     return 0;
 }
 
-static int copy_newest(void *ctx, const sl_recview *v)
+static int copy_newest(void *ctx, const sl_recview *v, const uint8_t *rec)
 {
     csum *c = ctx;
     if (kmap_newest(c->m, v->key, v->klen) > v->seq) return 0;
-    sl__seg_append(c->out, v->seq, v->ms, v->key, v->klen, v->data, v->dlen);
+    sl__seg_append_copy(c->out, rec, v);
     return 0;
 }
 
 /* Rewrite segment `ord` of sh keeping only the newest record of each key:
 ** a new file (its .tmp name) built with the segment writer, sealed,
 ** synced, then sl__shard_replace.  *done: a rewrite happened. */
-static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, sl_maint_stats *st)
+static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, kdec *d, sl_maint_stats *st)
 {
     csum c = {m, 0, 0, 0, NULL};
     int rc = 0;
-    if (!each_record(g, count_superseded, &c, &rc) || rc) {
+    if (!each_record(g, d, count_superseded, &c, &rc) || rc) {
+        if (rc == SL_EKEY) {
+            sl__stream_report(sh->s, SL_EKEY, "%s segment %016" PRIx64 ": holds records "
+                              "under a data key this handle lacks (no key provider); "
+                              "compaction skips it", sh->id, g->ordinal);
+            return 0;
+        }
         if (rc == 0) {
             sl__stream_report(sh->s, SL_ECORRUPT, "%s segment %016" PRIx64 ": damaged; "
                               "compaction skips it", sh->id, g->ordinal);
@@ -384,7 +436,7 @@ static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, sl_maint_stats *st)
     sl_seg *ng = NULL;
     if ((rc = sl__seg_prepare(&ng, &ctx, sh->dir, g->ordinal, bytes, false)) != 0) return rc;
     c.out = ng;
-    each_record(g, copy_newest, &c, &rc);
+    each_record(g, d, copy_newest, &c, &rc);
     if (ng->count == 0) {               /* an empty segment keeps its keys */
         ng->first_seq = ng->last_seq = g->last_seq;
         ng->first_ms = ng->last_ms = g->last_ms;
@@ -431,11 +483,13 @@ static int compact_shard(sl_shard *sh, sl_maint_stats *st, int64_t deadline, boo
     }
     if (newest_sealed <= sh->compacted_upto) return 0;
     kmap m = {0};
+    kdec d = {.sh = sh};
     uint64_t after = 0;
     sl_seg *g = NULL;
     while (rc == 0 && (rc = sl__shard_get_seg(sh, after, &g)) == 0 && g) {
         after = g->ordinal;
-        if (!g->cold) each_record(g, map_add, &m, &rc);   /* damage: its keys count less */
+        if (!g->cold) each_record(g, &d, map_add, &m, &rc);   /* damage: its keys count less */
+        if (rc == SL_EKEY) rc = 0;      /* reported when its segment is met */
         sl__shard_put_seg(sh, g);
     }
     after = 0;
@@ -447,10 +501,11 @@ static int compact_shard(sl_shard *sh, sl_maint_stats *st, int64_t deadline, boo
         if ((rc = sl__shard_get_seg(sh, after, &g)) != 0 || !g) break;
         after = g->ordinal;
         bool candidate = sl__seg_is_sealed(g) && !g->cold && g->ordinal <= newest_sealed;
-        if (candidate) rc = compact_segment(sh, g, &m, st);
+        if (candidate) rc = compact_segment(sh, g, &m, &d, st);
         sl__shard_put_seg(sh, g);
     }
     kmap_free(&m);
+    kdec_free(&d);
     if (rc == 0 && !*more) sh->compacted_upto = newest_sealed;
     return rc;
 }

@@ -41,7 +41,7 @@
 **  144..255 reserved 0                              } hint, unsynced
 ** Record (from offset 256, each padded with zeros to 8 bytes)
 **    0  u32 rec_bytes    40 + key_len + data_len (unpadded)
-**    4  u32 rec_flags    0 (reserved: encrypted, compressed)
+**    4  u32 rec_flags    0, or 1 ENCRYPTED (below); others reserved
 **    8  u64 seq          > the previous record's
 **   16  i64 arrival_ms   >= the previous record's (clamped by the writer)
 **   24  u16 key_len      1..1024 (partition key, UTF-8)
@@ -49,6 +49,14 @@
 **   28  u32 data_len
 **   32  key bytes, then data bytes
 **   32+key_len+data_len  u64 rec_xxh3: XXH3-64 of all the bytes before it
+** Encrypted record (rec_flags 1; issue 7): rec_bytes = 64 + key_len +
+**   data_len, the same header, then
+**   32  u32 key_version  the stream's data key (manifest `data_key`)
+**   36  u32 nonce_salt   random per writer open
+**   40  AES-256-GCM ciphertext of key bytes || data bytes
+**   40+key_len+data_len  16-byte GCM tag, then u64 rec_xxh3 as above
+**   nonce = seq (8 bytes LE) || nonce_salt (4 bytes); associated data =
+**   record bytes 0..39 || u64 stream_id || u32 shard_index.  See crypto.c.
 ** Index entry i (32 bytes at file_bytes - 128 - 32*(i+1)): {u64 seq,
 **   i64 arrival_ms, u64 offset, u64 block_xxh3} of the first record of the
 **   segment and then of the first record at or past 4096 bytes after the
@@ -645,11 +653,10 @@ int sl__seg_populate(sl_seg *g, uint64_t upto)
 #endif
 }
 
-void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
-                    uint32_t klen, const void *data, uint32_t dlen)
+/* The bookkeeping of a record just framed at the tail. */
+static void appended(sl_seg *g, uint64_t seq, int64_t ms, uint64_t payload, uint64_t span)
 {
-    uint64_t off = g->tail, span = sl__rec_span(klen, dlen);
-    sl__rec_write(g->base + off, seq, ms, key, klen, data, dlen);
+    uint64_t off = g->tail;
     if (off >= g->next_idx_off) {
         if (g->nidx) idx_close_block(g, g->nidx - 1, off);
         idx_write(g, g->nidx, seq, ms, off);
@@ -664,8 +671,24 @@ void sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key,
     g->last_seq = seq;
     g->last_ms = ms;
     g->count++;
-    g->payload += klen + dlen;
+    g->payload += payload;
     g->tail = off + span;
+}
+
+int sl__seg_append(sl_seg *g, uint64_t seq, int64_t ms, const void *key, uint32_t klen,
+                   const void *data, uint32_t dlen, const sl_seal *e)
+{
+    int rc = sl__rec_write(g->base + g->tail, seq, ms, key, klen, data, dlen, e);
+    if (rc) return rc;
+    appended(g, seq, ms, (uint64_t)klen + dlen,
+             sl__pad8(sl__rec_bytes(e ? SL_REC_ENC : 0, klen, dlen)));
+    return 0;
+}
+
+void sl__seg_append_copy(sl_seg *g, const uint8_t *rec, const sl_recview *v)
+{
+    memcpy(g->base + g->tail, rec, sl__ld32(rec));
+    appended(g, v->seq, v->ms, (uint64_t)v->klen + v->dlen, v->span);
 }
 
 void sl__seg_publish(sl_seg *g)

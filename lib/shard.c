@@ -77,6 +77,7 @@ int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index)
 void sl__shard_destroy(sl_shard *sh)
 {
     sl__rl_destroy(sh);
+    sl__gcm_free(&sh->cctx);
     if (!sh->dir) return;
     sl__seg_discard(sh->spare);
     for (size_t i = 0; i < sh->nseg; i++) sl__seg_free(sh->segs[i]);
@@ -617,16 +618,27 @@ int sl__shard_append(sl_shard *sh, const sl_pending *recs, size_t n,
     uint64_t first = sh->seq_next;
     sh->seq_next += n;
     int64_t ms = now_ms > sh->last_ms ? now_ms : sh->last_ms;
+    /* encryption: the current key, read once per batch (a rotation takes
+    ** effect at the next batch) */
+    const sl_dkey *key = atomic_load_explicit(&s->enc_key, memory_order_acquire);
+    sl_seal seal, *e = NULL;
+    if (SL_UNLIKELY(key != NULL)) {
+        seal = (sl_seal){key, s->nonce_salt, sh->index, s->man.stream_id, &sh->cctx,
+                         &sh->cctx_ver};
+        e = &seal;
+    }
     for (; i < n; i++) {
         const sl_pending *r = &recs[i];
-        uint64_t span = sl__rec_span(r->klen, r->dlen);
+        uint64_t span = sl__pad8(sl__rec_bytes(e ? SL_REC_ENC : 0, r->klen, r->dlen));
         sl_seg *g = sh->active;
         if (SL_UNLIKELY(!g || !sl__seg_fits(g, span))) {
             if (g && i) sl__seg_publish(g);
             if ((rc = roll(sh, span)) != 0) break;
             g = sh->active;
         }
-        sl__seg_append(g, first + i, ms, r->key, r->klen, r->data, r->dlen);
+        if (SL_UNLIKELY((rc = sl__seg_append(g, first + i, ms, r->key, r->klen, r->data,
+                                             r->dlen, e)) != 0))
+            break;
         seqs[i] = first + i;
     }
     if (i) {

@@ -879,17 +879,10 @@ static int config_to_manifest(const sl_stream_config *cfg, sl_manifest *m,
                        (int)cfg->encryption_type);
     m->encryption = cfg->encryption_type ? cfg->encryption_type : SL_ENCRYPTION_NONE;
     size_t kl = cfg->kms_key_id ? strlen(cfg->kms_key_id) : 0;
-    if (m->encryption == SL_ENCRYPTION_KMS && (kl < 1 || kl > SL_KMS_KEY_ID_MAX))
-        return sl__err(SL_EVALIDATION, "1 validation error detected: Value at "
-                                       "'keyId' failed to satisfy constraint: Member "
-                                       "must have length between 1 and %d (required "
-                                       "with encryption KMS)",
-                       SL_KMS_KEY_ID_MAX);
+    if (m->encryption == SL_ENCRYPTION_KMS && (rc = sl__key_id_check(cfg->kms_key_id)) != 0)
+        return rc;
     if (m->encryption == SL_ENCRYPTION_NONE && kl)
         return sl__err(SL_EINVAL, "kms_key_id is set but encryption_type is NONE");
-    for (size_t i = 0; i < kl; i++)
-        if ((unsigned char)cfg->kms_key_id[i] < 0x20)
-            return sl__err(SL_EVALIDATION, "kms_key_id holds a control character");
     if (cfg->tag_count > SL_TAGS_MAX)
         return sl__err(SL_ELIMIT, "%zu tags; a stream may have at most %d",
                        cfg->tag_count, SL_TAGS_MAX);

@@ -13,7 +13,7 @@ static void round_trip(void **state)
     uint64_t span = sl__rec_span(kl, dl);
     assert_int_equal(span % 8, 0);
     assert_true(span >= SL_REC_OVERHEAD + kl + dl && span < SL_REC_OVERHEAD + kl + dl + 8);
-    sl__rec_write(buf, 77, 1234567, key, kl, data, dl);
+    sl__rec_write(buf, 77, 1234567, key, kl, data, dl, NULL);
     sl_recview v;
     assert_int_equal(sl__rec_parse(buf, sizeof buf, true, &v), SL_REC_OK);
     assert_int_equal(v.seq, 77);
@@ -27,7 +27,7 @@ static void round_trip(void **state)
     assert_int_equal(sl__rec_parse(buf + span, sizeof buf - span, true, &v), SL_REC_END);
     /* empty data is a valid record */
     uint8_t b2[64] = {0};
-    sl__rec_write(b2, 1, 0, "k", 1, NULL, 0);
+    sl__rec_write(b2, 1, 0, "k", 1, NULL, 0, NULL);
     assert_int_equal(sl__rec_parse(b2, sizeof b2, true, &v), SL_REC_OK);
     assert_int_equal(v.dlen, 0);
 }
@@ -36,7 +36,7 @@ static void every_bit_flip_detected(void **state)
 {
     (void)state;
     uint8_t buf[128] = {0};
-    sl__rec_write(buf, 9, 99, "key", 3, "payload-bytes", 13);
+    sl__rec_write(buf, 9, 99, "key", 3, "payload-bytes", 13, NULL);
     uint64_t span = sl__rec_span(3, 13);
     int detected = 0, total = 0;
     for (uint64_t byte = 0; byte < span; byte++) {
@@ -62,7 +62,7 @@ static void short_and_inconsistent(void **state)
 {
     (void)state;
     uint8_t buf[128] = {0};
-    sl__rec_write(buf, 5, 5, "k", 1, "data", 4);
+    sl__rec_write(buf, 5, 5, "k", 1, "data", 4, NULL);
     uint64_t span = sl__rec_span(1, 4);
     sl_recview v;
     /* a region that ends inside the record */

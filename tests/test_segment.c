@@ -132,7 +132,7 @@ static void torn_tail_is_cut(void **state)
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
     uint8_t rec[256] = {0};
-    sl__rec_write(rec, 999999, 1, "k", 1, "torn", 4);
+    sl__rec_write(rec, 999999, 1, "k", 1, "torn", 4, NULL);
     rec[40] ^= 1;   /* the checksum no longer matches */
     assert_int_equal(pwrite(fd, rec, 48, (off_t)tail), 48);
     close(fd);
