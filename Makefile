@@ -51,7 +51,7 @@ SOFILE  := libshardlog.so.$(VERSION)
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
 THREAD_TESTS := $(addprefix $(B)/tests/,test_threads test_shard test_iterator test_commit \
                 test_scheduler test_consumer test_ratelimit test_retention test_cold \
-                test_reshard)
+                test_reshard test_crypto)
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 # The benchmark is one program built from every bench/*.c, linked with the
 # peers (a peer without a .pc file is linked as -l<name>).

@@ -468,9 +468,15 @@ static int keys_change(sl_stream *s, const char *key_id, bool add, bool on)
         free(nk);
         return rc;
     }
+    /* only these fields change (others are read without s->mu) */
     mkeys_free(s->man.keys, old);
     if (rewrap) free(s->man.kms_key_id);
-    s->man = m;
+    s->man.keys = m.keys;
+    s->man.nkeys = m.nkeys;
+    s->man.key_current = m.key_current;
+    s->man.encryption = m.encryption;
+    s->man.kms_key_id = m.kms_key_id;
+    s->man.generation = m.generation;
     set_current(s);
     return 0;
 }

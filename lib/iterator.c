@@ -339,7 +339,8 @@ static int64_t behind(sl_iter *it, uint64_t end)
         if (b.raw_off != it->off) return 0;
         v.ms = b.first_ms;
     }
-    int64_t d = sl__now(it->s) - v.ms;
+    int64_t d;                          /* v is unverified: any time */
+    if (__builtin_sub_overflow(sl__now(it->s), v.ms, &d)) d = v.ms < 0 ? INT64_MAX : 0;
     return d > 0 ? d : 0;
 }
 

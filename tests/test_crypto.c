@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -559,6 +560,334 @@ static void every_bit_flip_detected(void **state)
     keys_free(&k);
 }
 
+/* ---- compaction and cold storage ----------------------------------------------- */
+
+#define T0 1700000000000LL
+#define HOUR 3600000LL
+
+static bool cold_flag_seen;
+static void find_cold(void *ctx, const char *path, const uint8_t *b, size_t len)
+{
+    (void)ctx;
+    (void)path;
+    if (len >= SL_SEG_HDR && sl__ld32(b + 12) == 1) cold_flag_seen = true;
+}
+
+static void same_records(const tu_recs *a, const tu_recs *b)
+{
+    assert_int_equal(a->n, b->n);
+    for (size_t j = 0; j < a->n; j++) {
+        assert_int_equal(a->v[j].seq, b->v[j].seq);
+        assert_string_equal(a->v[j].key, b->v[j].key);
+        assert_int_equal(a->v[j].dlen, b->v[j].dlen);
+        assert_memory_equal(a->v[j].data, b->v[j].data, a->v[j].dlen);
+    }
+}
+
+static void compaction_and_cold_of_encrypted_segments(void **state)
+{
+    const char *root = *state;
+    keys k;
+    keys_make(&k, root);
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, T0), 0);
+    sl_stream *s = enc_create(root, "cc", k.p, 1, SL_SEGMENT_BYTES_MIN, sl_vclock_clock(vc));
+    assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_KEY), 0);
+    enum { N = 2000, KEYS = 37 };
+    uint64_t *seqs = calloc(2 * N, sizeof *seqs);
+    assert_non_null(seqs);
+    put_range(s, 0, N, seqs);
+    assert_true(tu_nsegs(root, "cc", 0) >= 5);
+    sl_maint_stats st;
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.segments_compacted >= 3);
+    assert_true(st.records_compacted > N / 2);
+    tu_recs after = {0};
+    tu_read_all(s, &after);
+    assert_int_equal(after.corrupt, 0);
+    /* exactly what was written, in order, fewer, and the newest of each key
+    ** kept (compaction had to decrypt the keys to find them) */
+    assert_int_equal(check_range(&after, seqs, 0, N), (int)after.n);
+    assert_true(after.n < N / 2);
+    for (size_t j = 1; j < after.n; j++) assert_true(after.v[j].seq > after.v[j - 1].seq);
+    for (int key = 0; key < KEYS; key++) {
+        int newest = N - 1;
+        while (newest % KEYS != key) newest--;
+        bool found = false;
+        for (size_t j = 0; j < after.n; j++) found |= after.v[j].seq == seqs[newest];
+        if (!found) fail_msg("the newest record of key %d is gone", key);
+    }
+    /* cold: zstd blocks of encrypted records, read back the same (more
+    ** records first, uncompacted: compaction left the sealed segments empty,
+    ** every key's newest record being in the active one) */
+    assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_NONE), 0);
+    put_range(s, N, 2 * N, seqs);
+    tu_recs_free(&after);
+    tu_read_all(s, &after);
+    assert_int_equal(check_range(&after, seqs, 0, 2 * N), (int)after.n);
+    assert_int_equal(sl_stream_set_cold_after(s, 1), 0);
+    sl_vclock_advance(vc, 2 * HOUR);
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.segments_cold >= 3);
+    assert_int_equal(st.damaged_skipped, 0);
+    cold_flag_seen = false;
+    each_seg_file(root, "cc", find_cold, NULL);
+    assert_true(cold_flag_seen);
+    each_seg_file(root, "cc", no_clear_text, "secret-payload");
+    for (int round = 0; round < 2; round++) {
+        tu_recs cold = {0};
+        tu_read_all(s, &cold);
+        assert_int_equal(cold.corrupt, 0);
+        same_records(&after, &cold);
+        tu_recs_free(&cold);
+        assert_int_equal(sl_stream_close(s), 0);
+        sl_open_opts o = SL_OPEN_OPTS_INIT;
+        o.keys = k.p;
+        o.clock = sl_vclock_clock(vc);
+        assert_int_equal(sl_stream_open(&s, root, "cc", &o), 0);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    tu_recs_free(&after);
+    free(seqs);
+    sl_vclock_free(vc);
+    keys_free(&k);
+}
+
+/* ---- a SIGKILLed encrypted writer ------------------------------------------------ */
+
+static void crash_child(const char *root, const char *kf, int fd, int round)
+{
+    sl_key_provider *kp;
+    if (sl_keyfile_provider_open(&kp, kf)) _exit(2);
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    o.keys = kp;
+    /* odd rounds: ALWAYS, through the journal (group commit) */
+    o.durability = round % 2 ? SL_DURABILITY_ALWAYS : SL_DURABILITY_NONE;
+    sl_stream *s;
+    if (sl_stream_open(&s, root, "crash", &o)) _exit(3);
+    sl_producer *p;
+    if (sl_producer_open(&p, s)) _exit(4);
+    char key[32], data[600];
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof key, "r%d-k%d", round, i % 13);
+        int n = snprintf(data, sizeof data, "round %d record %d ", round, i);
+        memset(data + n, 'a' + i % 26, (size_t)(i * 13) % 500);
+        uint64_t a[2] = {(uint64_t)i, 0};
+        if (sl_put(p, key, data, (size_t)n + (size_t)(i * 13) % 500, &a[1])) _exit(5);
+        if (write(fd, a, sizeof a) != sizeof a) _exit(6);
+    }
+}
+
+static void crash_mid_append_keeps_earlier_records_decryptable(void **state)
+{
+    const char *root = *state;
+    keys k;
+    keys_make(&k, root);
+    sl_stream *s = enc_create(root, "crash", k.p, 2, SL_SEGMENT_BYTES_MIN, NULL);
+    assert_int_equal(sl_stream_close(s), 0);
+    enum { ROUNDS = 6, MAXACK = 20000 };
+    uint64_t (*acked)[2] = calloc(ROUNDS * MAXACK, sizeof *acked);
+    size_t nack[ROUNDS] = {0};
+    assert_non_null(acked);
+    for (int round = 0; round < ROUNDS; round++) {
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            crash_child(root, k.kf, pfd[1], round);
+        }
+        close(pfd[1]);
+        size_t target = round % 2 ? 50 + (size_t)round * 20 : 200 + (size_t)round * 1500, n = 0;
+        uint64_t a[2];
+        bool killed = false;
+        for (;;) {
+            if (!killed && n >= target) {
+                kill(pid, SIGKILL);
+                killed = true;
+            }
+            ssize_t r = read(pfd[0], a, sizeof a);
+            if (r == 0) break;
+            if (r < 0 && errno == EINTR) continue;
+            assert_int_equal(r, (ssize_t)sizeof a);
+            if (n < MAXACK) memcpy(acked[round * MAXACK + n], a, sizeof a);
+            n++;
+        }
+        close(pfd[0]);
+        nack[round] = n < MAXACK ? n : MAXACK;
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) fail_msg("the child failed");
+        /* every acknowledged record of every round so far: present and
+        ** decrypted to what was written; nothing corrupt */
+        tu_reports rep = {0};
+        tu_opts to = {.keys = k.p, .reports = &rep};
+        s = tu_open(root, "crash", &to);
+        tu_recs r = {0};
+        tu_read_all(s, &r);
+        assert_int_equal(r.corrupt, 0);
+        assert_int_equal(rep.count, 0);
+        for (int rd = 0; rd <= round; rd++) {
+            for (size_t j = 0; j < nack[rd]; j++) {
+                uint64_t i = acked[rd * MAXACK + j][0], seq = acked[rd * MAXACK + j][1];
+                size_t x = 0;
+                while (x < r.n && r.v[x].seq != seq) x++;
+                if (x == r.n) fail_msg("round %d: acknowledged record %" PRIu64 " lost", rd, i);
+                char want[64];
+                int wn = snprintf(want, sizeof want, "round %d record %" PRIu64 " ", rd, i);
+                assert_true(r.v[x].dlen >= (size_t)wn);
+                assert_memory_equal(r.v[x].data, want, (size_t)wn);
+            }
+        }
+        tu_recs_free(&r);
+        assert_int_equal(sl_stream_close(s), 0);
+    }
+    free(acked);
+    keys_free(&k);
+}
+
+/* ---- rotation racing producers --------------------------------------------------- */
+
+typedef struct racer {
+    sl_stream *s;
+    int id, n;
+    uint64_t *seqs;
+} racer;
+
+static void *race_put(void *arg)
+{
+    racer *r = arg;
+    sl_producer *p;
+    if (sl_producer_open(&p, r->s)) return (void *)1;
+    char key[32], data[64];
+    for (int i = 0; i < r->n; i++) {
+        snprintf(key, sizeof key, "t%d-%d", r->id, i % 11);
+        int n = snprintf(data, sizeof data, "thread %d record %d", r->id, i);
+        if (sl_put(p, key, data, (size_t)n, &r->seqs[i])) return (void *)2;
+    }
+    sl_producer_close(p);
+    return NULL;
+}
+
+static void rotation_races_producers(void **state)
+{
+    const char *root = *state;
+    keys k;
+    keys_make(&k, root);
+    sl_stream *s = enc_create(root, "race", k.p, 2, SL_SEGMENT_BYTES_MIN, NULL);
+    enum { T = 2, N = 3000 };
+    racer r[T];
+    pthread_t th[T];
+    for (int t = 0; t < T; t++) {
+        r[t] = (racer){s, t, N, calloc(N, sizeof(uint64_t))};
+        assert_non_null(r[t].seqs);
+        assert_int_equal(pthread_create(&th[t], NULL, race_put, &r[t]), 0);
+    }
+    /* rotate, stop and start while they put */
+    for (int i = 0; i < 30; i++) {
+        int rc = i % 10 == 4 ? sl_stream_stop_encryption(s)
+                 : i % 10 == 5 ? sl_stream_start_encryption(s, KEY_ID)
+                               : sl_stream_rotate_key(s);
+        assert_int_equal(rc, 0);
+    }
+    for (int t = 0; t < T; t++) {
+        void *ret;
+        assert_int_equal(pthread_join(th[t], &ret), 0);
+        assert_null(ret);
+    }
+    for (int round = 0; round < 2; round++) {
+        tu_recs all = {0};
+        tu_read_all(s, &all);
+        assert_int_equal(all.corrupt, 0);
+        assert_int_equal(all.n, T * N);
+        for (size_t j = 0; j < all.n; j++) {
+            int t, i;
+            assert_int_equal(sscanf(all.v[j].data, "thread %d record %d", &t, &i), 2);
+            assert_true(t >= 0 && t < T && i >= 0 && i < N);
+            assert_int_equal(r[t].seqs[i], all.v[j].seq);
+        }
+        tu_recs_free(&all);
+        assert_int_equal(sl_stream_close(s), 0);
+        s = enc_open(root, "race", k.p, 0);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    for (int t = 0; t < T; t++) free(r[t].seqs);
+    keys_free(&k);
+}
+
+/* ---- nonces ---------------------------------------------------------------------- */
+
+typedef struct nonce_set {
+    uint8_t (*v)[16];                 /* key version, seq, salt */
+    size_t n, cap;
+} nonce_set;
+
+static void collect_nonces(void *ctx, const char *path, const uint8_t *b, size_t len)
+{
+    (void)path;
+    nonce_set *ns = ctx;
+    for (uint64_t off = SL_SEG_HDR; off < len;) {
+        sl_recview v;
+        if (sl__rec_parse(b + off, len - off, true, &v) != SL_REC_OK) break;
+        assert_true(v.flags == SL_REC_ENC);
+        if (ns->n == ns->cap) {
+            ns->cap = ns->cap ? 2 * ns->cap : 1 << 20;
+            ns->v = realloc(ns->v, ns->cap * sizeof *ns->v);
+            assert_non_null(ns->v);
+        }
+        memcpy(ns->v[ns->n], b + off + 32, 4);              /* key version */
+        memcpy(ns->v[ns->n] + 4, b + off + 8, 8);           /* nonce: seq ... */
+        memcpy(ns->v[ns->n] + 12, b + off + 36, 4);         /* ... and salt */
+        ns->n++;
+        off += v.span;
+    }
+}
+
+static int cmp16(const void *a, const void *b) { return memcmp(a, b, 16); }
+
+static void no_nonce_repeats_over_a_million_records(void **state)
+{
+    const char *root = *state;
+    keys k;
+    keys_make(&k, root);
+    sl_stream *s = enc_create(root, "nonce", k.p, 4, 8u << 20, NULL);
+    enum { OPENS = 5, PER_OPEN = 210000, BATCH = 500 };
+    sl_put_entry e[BATCH];
+    sl_put_result res[BATCH];
+    char keyb[BATCH][24];
+    uint64_t payload = 0;
+    for (int o = 0; o < OPENS; o++) {
+        if (o == 3) assert_int_equal(sl_stream_rotate_key(s), 0);
+        sl_producer *p;
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        for (int b = 0; b < PER_OPEN / BATCH; b++) {
+            for (int i = 0; i < BATCH; i++) {
+                snprintf(keyb[i], sizeof keyb[i], "k%d", (b * BATCH + i) % 1009);
+                e[i] = (sl_put_entry){keyb[i], &payload, 8, NULL};
+            }
+            size_t failed;
+            assert_int_equal(sl_producer_put_batch(p, e, BATCH, res, &failed), 0);
+            assert_int_equal(failed, 0);
+            payload++;
+        }
+        sl_producer_close(p);
+        assert_int_equal(sl_stream_close(s), 0);
+        s = enc_open(root, "nonce", k.p, 0);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    /* every nonce, read from the files: unique per key version */
+    nonce_set ns = {0};
+    each_seg_file(root, "nonce", collect_nonces, &ns);
+    assert_int_equal(ns.n, (size_t)OPENS * PER_OPEN);
+    assert_true(ns.n > 1000000);
+    qsort(ns.v, ns.n, sizeof *ns.v, cmp16);
+    for (size_t i = 1; i < ns.n; i++)
+        if (!memcmp(ns.v[i], ns.v[i - 1], 16)) fail_msg("nonce repeated (entry %zu)", i);
+    free(ns.v);
+    keys_free(&k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +897,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(records_round_trip_across_restart, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(start_stop_rotate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(every_bit_flip_detected, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(compaction_and_cold_of_encrypted_segments, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(crash_mid_append_keeps_earlier_records_decryptable,
+                                        tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(rotation_races_producers, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(no_nonce_repeats_over_a_million_records, tu_setup,
+                                        tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
