@@ -22,9 +22,10 @@
 **   size_cap_policy drop_oldest|refuse     version 2
 **   cold_after_hours <u32>                 version 2: 0 for never
 **   compaction none|key                    version 2
-**   data_key <u32 version> <hex wrapped>   version 2, 0.. lines: a data key
-**                                          wrapped by the key provider
-**   data_key_current <u32>                 version 2: 0, or the key new
+**   data_key <u32 version> <hex wrapped>   version 3, 1.. lines, versions
+**                                          1, 2, ...: a data key wrapped by
+**                                          the key provider
+**   data_key_current <u32>                 version 3: 0, or the key new
 **                                          records are encrypted with
 **   trim_ms <int>|-                        version 2: records that arrived
 **                                          at or before it are gone, whatever
@@ -39,7 +40,8 @@
 **
 ** Every scalar field of the file's version appears exactly once (version 1
 ** files lack the five version 2 fields: no cap, nothing trimmed, no cold
-** storage, no compaction).  A line the decoder does not know
+** storage, no compaction; version 2 files lack data_key_current: no data
+** keys).  A stream written as version 3 only once it has data keys.  A line the decoder does not know
 ** is an error (a newer writer bumps the version), as is any checksum
 ** mismatch: the manifest is never half-trusted.  It is replaced with
 ** write-temp, fsync, rename, fsync-directory (sl__os_replace_file), so a
@@ -52,7 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define MANIFEST_VERSION 2
+#define MANIFEST_VERSION 3
 
 static const char *mode_name(sl_stream_mode m)
 {
@@ -85,7 +87,10 @@ int sl__manifest_encode(const sl_manifest *m, char **out, size_t *len)
     FILE *f = open_memstream(&buf, &n);
     if (!f) return sl__err(SL_ENOMEM, "encoding the manifest");
     char a[40], b[40];
-    fprintf(f, "shardlog-manifest %d\n", MANIFEST_VERSION);
+    /* the lowest version that holds it: a stream that never had data keys
+    ** stays readable by 0.2.0 */
+    bool v3 = m->nkeys || m->key_current;
+    fprintf(f, "shardlog-manifest %d\n", v3 ? 3 : 2);
     fprintf(f, "stream_id %016" PRIx64 "\n", m->stream_id);
     fprintf(f, "name %s\n", m->name);
     fprintf(f, "created_ms %" PRId64 "\n", m->created_ms);
@@ -110,7 +115,7 @@ int sl__manifest_encode(const sl_manifest *m, char **out, size_t *len)
         for (size_t k = 0; k < m->keys[i].len; k++) fprintf(f, "%02x", m->keys[i].wrapped[k]);
         fputc('\n', f);
     }
-    fprintf(f, "data_key_current %" PRIu32 "\n", m->key_current);
+    if (v3) fprintf(f, "data_key_current %" PRIu32 "\n", m->key_current);
     if (m->trim_ms == INT64_MIN) fputs("trim_ms -\n", f);
     else fprintf(f, "trim_ms %" PRId64 "\n", m->trim_ms);
     for (size_t i = 0; i < m->ntags; i++) {
@@ -273,7 +278,8 @@ static int parse_shard(dec *d, sl_manifest *m)
 enum {
     F_ID, F_NAME, F_CREATED, F_GEN, F_MODE, F_RET, F_ENC, F_KMS, F_MAXREC,
     F_SEGB, F_DUR, F_SYNCMS, F_NEXT, F_COUNT1,
-    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COLD, F_COMPACT, F_KEYCUR, F_COUNT2   /* version 2 */
+    F_CAP = F_COUNT1, F_CAPPOL, F_TRIM, F_COLD, F_COMPACT, F_COUNT2,  /* version 2 */
+    F_KEYCUR = F_COUNT2, F_COUNT3                                       /* version 3 */
 };
 
 static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int version)
@@ -283,7 +289,7 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int ve
     int f = -1;
     if (!key) return bad(d, "empty line");
     if (!strcmp(key, "shard")) return parse_shard(d, m);
-    if (version >= 2 && !strcmp(key, "data_key")) {
+    if (version >= 3 && !strcmp(key, "data_key")) {
         uint32_t ver;
         char *hx = NULL;
         if (!num_u32(tok(d), &ver) || !ver || !(hx = tok(d)) || tok(d)) return bad(d, "bad data_key");
@@ -397,7 +403,7 @@ static int parse_line(dec *d, sl_manifest *m, char *line, unsigned *seen, int ve
         if (!strcmp(v, "none")) m->compaction = SL_COMPACTION_NONE;
         else if (!strcmp(v, "key")) m->compaction = SL_COMPACTION_KEY;
         else ok = false;
-    } else if (version >= 2 && !strcmp(key, "data_key_current")) {
+    } else if (version >= 3 && !strcmp(key, "data_key_current")) {
         f = F_KEYCUR;
         ok = num_u32(v, &m->key_current);
     } else if (version >= 2 && !strcmp(key, "trim_ms")) {
@@ -451,6 +457,7 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
         if (d.line == 1) {
             if (!strcmp(line, "shardlog-manifest 1")) version = 1;
             else if (!strcmp(line, "shardlog-manifest 2")) version = 2;
+            else if (!strcmp(line, "shardlog-manifest 3")) version = 3;
             else
                 rc = sl__err(SL_ECORRUPT,
                              "manifest line 1: expected 'shardlog-manifest "
@@ -461,7 +468,9 @@ int sl__manifest_decode(sl_manifest *m, const char *buf, size_t len)
         rc = parse_line(&d, m, line, &seen, version);
     }
     free(text);
-    if (rc == 0 && seen != (1u << (version >= 2 ? F_COUNT2 : F_COUNT1)) - 1)
+    if (rc == 0 && seen != (1u << (version >= 3   ? F_COUNT3
+                                   : version == 2 ? F_COUNT2
+                                                  : F_COUNT1)) - 1)
         rc = sl__err(SL_ECORRUPT, "manifest lacks a required field");
     if (rc == 0 && m->nshards == 0)
         rc = sl__err(SL_ECORRUPT, "manifest has no shards");

@@ -291,7 +291,7 @@ static void roundtrip(void **state)
     assert_int_equal(sl__manifest_encode(&m, &buf, &len), 0);
     assert_int_equal(strlen(buf), len);
     assert_true(len > 0 && buf[len - 1] == '\n');
-    assert_int_equal(strncmp(buf, "shardlog-manifest 2\n", 20), 0);
+    assert_int_equal(strncmp(buf, "shardlog-manifest 3\n", 20), 0);   /* it has keys */
     expect_ok(buf, len, &d);
     assert_manifest_equal(&m, &d);
 
@@ -492,6 +492,43 @@ static void rejects_unknown_field(void **state)
     }
 }
 
+/* Version 2 files (0.2.0, before data keys) still open, without keys; a
+** manifest without keys is written as version 2 (0.2.0 can open it), and
+** data key lines in a version 2 file are unknown fields. */
+static void reads_and_writes_version_2(void **state)
+{
+    (void)state;
+    lines l;
+    sample_lines(&l);
+    free(l.v[0]);
+    l.v[0] = xstrdup("shardlog-manifest 2");
+    lines_remove(&l, lines_find(&l, "data_key_current "));
+    lines l2;
+    sample_lines(&l2);
+    free(l2.v[0]);
+    l2.v[0] = xstrdup("shardlog-manifest 2");
+    lines_remove(&l2, lines_find(&l2, "data_key_current "));
+    expect_edit_corrupt(&l2, "version 2 with data_key lines", "line ");
+    lines_free(&l2);
+    for (size_t i = l.n; i-- > 0;)
+        if (!strncmp(l.v[i], "data_key ", 9)) lines_remove(&l, i);
+    size_t len;
+    char *buf = with_checksum(&l, &len);
+    sl_manifest d;
+    expect_ok(buf, len, &d);
+    assert_int_equal(d.nkeys, 0);
+    assert_int_equal(d.key_current, 0);
+    char *buf2;
+    size_t len2;
+    assert_int_equal(sl__manifest_encode(&d, &buf2, &len2), 0);
+    assert_int_equal(strncmp(buf2, "shardlog-manifest 2\n", 20), 0);
+    assert_null(strstr(buf2, "data_key"));
+    free(buf2);
+    sl__manifest_free(&d);
+    free(buf);
+    lines_free(&l);
+}
+
 /* Version 1 files (before size caps and trimming) still open: no cap,
 ** nothing trimmed; the version 2 fields are unknown in them. */
 static void reads_version_1(void **state)
@@ -529,7 +566,7 @@ static void rejects_other_version(void **state)
 {
     (void)state;
     static const char *const headers[] = {
-        "shardlog-manifest 3", "shardlog-manifest 0", "shardlog-manifest 10",
+        "shardlog-manifest 4", "shardlog-manifest 0", "shardlog-manifest 10",
         "shardlog-manifest", "shardlog-manifest 2 ", "SHARDLOG-MANIFEST 2",
     };
     for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
@@ -1032,6 +1069,7 @@ int main(void)
         cmocka_unit_test(rejects_unknown_field),
         cmocka_unit_test(rejects_other_version),
         cmocka_unit_test(reads_version_1),
+        cmocka_unit_test(reads_and_writes_version_2),
         cmocka_unit_test(rejects_bad_shards),
         cmocka_unit_test(rejects_bad_values),
         cmocka_unit_test(rejects_bad_tags),
