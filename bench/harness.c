@@ -6,6 +6,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <openssl/md5.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
@@ -426,6 +428,32 @@ void path_in_root(char *out, size_t cap, const char *name)
 void mkdir_p1(const char *path)
 {
     if (mkdir(path, 0700) != 0 && errno != EEXIST) die("mkdir %s: %s", path, strerror(errno));
+}
+
+static const void *tc_needle;          /* tree_contains' search (nftw has no context) */
+static size_t tc_len;
+
+static int tc_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    if (flag != FTW_F || !S_ISREG(st->st_mode) || (size_t)st->st_size < tc_len) return 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) die("open %s: %s", path, strerror(errno));
+    void *m = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) die("mmap %s: %s", path, strerror(errno));
+    bool hit = memmem(m, (size_t)st->st_size, tc_needle, tc_len) != NULL;
+    munmap(m, (size_t)st->st_size);
+    return hit;                       /* non-zero stops the walk */
+}
+
+bool tree_contains(const char *dir, const void *needle, size_t n)
+{
+    tc_needle = needle;
+    tc_len = n;
+    int rc = nftw(dir, tc_one, 16, FTW_PHYS);
+    if (rc < 0) die("walking %s: %s", dir, strerror(errno));
+    return rc > 0;
 }
 
 uint64_t free_bytes(const char *path)

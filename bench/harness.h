@@ -141,6 +141,8 @@ void path_in_root(char *out, size_t cap, const char *name);
 void rm_rf(const char *path);
 void mkdir_p1(const char *path);      /* one level; dies on failure */
 uint64_t free_bytes(const char *path);
+/* Whether any regular file under dir holds these n bytes. */
+bool tree_contains(const char *dir, const void *needle, size_t n);
 const char *fs_type(const char *path);
 
 #endif

@@ -28,15 +28,37 @@ static void sl_die(int rc, const void *h, const char *what)
         if (rc_ < 0) sl_die(rc_, (h), (what));                                 \
     } while (0)
 
-static sl_stream *create(const char *root, sl_durability d)
+/* keys: NULL for a stream in clear (encryption NONE, no open options, as
+** every workload but section 7's), else encryption KMS under ENC_KEY_ID
+** with this provider; the stream's description must then say KMS. */
+static sl_stream *create_keyed(const char *root, sl_durability d, const sl_key_provider *keys)
 {
     sl_stream_config cfg = SL_STREAM_CONFIG_INIT;
     cfg.name = STREAM;
     cfg.shard_count = SHARDS;
     cfg.durability = d;
+    sl_open_opts o = SL_OPEN_OPTS_INIT;
+    if (keys) {
+        cfg.encryption_type = SL_ENCRYPTION_KMS;
+        cfg.kms_key_id = ENC_KEY_ID;
+        o.keys = keys;
+    }
     sl_stream *s;
-    SLCHECK(sl_stream_create(&s, root, &cfg, NULL), NULL, "sl_stream_create");
+    SLCHECK(sl_stream_create(&s, root, &cfg, keys ? &o : NULL), NULL, "sl_stream_create");
+    if (keys) {
+        sl_stream_desc *desc;
+        SLCHECK(sl_stream_describe(&desc, s), s, "sl_stream_describe");
+        bool kms = desc->encryption_type == SL_ENCRYPTION_KMS &&
+                   !strcmp(desc->kms_key_id, ENC_KEY_ID);
+        sl_stream_desc_free(desc);
+        if (!kms) die("shardlog: the stream created with encryption KMS does not describe so");
+    }
     return s;
+}
+
+static sl_stream *create(const char *root, sl_durability d)
+{
+    return create_keyed(root, d, NULL);
 }
 
 static void close_stream(sl_stream *s)
@@ -126,8 +148,13 @@ static void scan(sl_stream *s, ap_result *out)
 
 void slb_append(const ap_job *job, ap_result *out)
 {
+    slb_append_keyed(job, NULL, out);
+}
+
+void slb_append_keyed(const ap_job *job, const sl_key_provider *keys, ap_result *out)
+{
     memset(out, 0, sizeof *out);
-    sl_stream *s = create(job->dir, SL_DURABILITY_NONE);
+    sl_stream *s = create_keyed(job->dir, SL_DURABILITY_NONE, keys);
     ap_ctx c = {.job = job};
     for (int t = 0; t < job->threads; t++) {
         SLCHECK(sl_producer_open(&c.p[t], s), s, "sl_producer_open");

@@ -25,6 +25,10 @@
 
 /* ---- shardlog (sys_shardlog.c) ------------------------------------------ */
 void slb_append(const ap_job *job, ap_result *out);
+/* The same on a stream created with encryption KMS (key id ENC_KEY_ID) and
+** this key provider in its open options; NULL keys: slb_append. */
+#define ENC_KEY_ID "bench-key"
+void slb_append_keyed(const ap_job *job, const sl_key_provider *keys, ap_result *out);
 /* ALWAYS mode, `threads` producers putting until `seconds` have passed;
 ** returns records/s. */
 double slb_durable_always(const char *dir, const keyset *ks, int threads, double seconds);
