@@ -653,6 +653,64 @@ static void compaction_and_cold_of_encrypted_segments(void **state)
     keys_free(&k);
 }
 
+/* ---- resharding, dedicated delivery and retention of encrypted records ----------- */
+
+static int collect(void *ctx, const sl_delivery *d)
+{
+    for (size_t i = 0; i < d->count; i++) tu_recs_add(ctx, &d->records[i]);
+    return 0;
+}
+
+static void reshard_delivery_and_retention_of_encrypted(void **state)
+{
+    const char *root = *state;
+    keys k;
+    keys_make(&k, root);
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, T0), 0);
+    sl_stream *s = enc_create(root, "rdr", k.p, 1, SL_SEGMENT_BYTES_MIN, sl_vclock_clock(vc));
+    uint64_t seqs[200];
+    put_range(s, 0, 100, seqs);
+    /* children seal with their own shard index in the associated data */
+    assert_int_equal(sl_stream_split_shard(s, "shardId-000000000000",
+                                           "170141183460469231731687303715884105728"), 0);
+    put_range(s, 100, 200, seqs);
+    tu_recs all = {0};
+    tu_read_all(s, &all);
+    assert_int_equal(all.corrupt, 0);
+    assert_int_equal(all.n, 200);
+    assert_int_equal(check_range(&all, seqs, 0, 200), 200);
+    tu_recs_free(&all);
+    /* a dedicated consumer's deliveries are decrypted too */
+    assert_int_equal(sl_consumer_register(s, "efo", SL_CONSUMER_DEDICATED), 0);
+    sl_consumer *c;
+    assert_int_equal(sl_consumer_open(&c, s, "efo"), 0);
+    sl_sched *sc;
+    assert_int_equal(sl_sched_new(&sc, s), 0);
+    tu_recs got = {0};
+    sl_sub *sub;
+    assert_int_equal(sl_subscribe(&sub, sc, c, "shardId-000000000000", SL_ITER_TRIM_HORIZON, 0,
+                                  30, collect, &got), 0);
+    for (int i = 0; i < 100 && got.n < 100; i++) assert_true(sl_sched_dispatch(sc, 0) >= 0);
+    assert_int_equal(got.n, 100);
+    assert_int_equal(check_range(&got, seqs, 0, 100), 100);
+    tu_recs_free(&got);
+    sl_unsubscribe(sub);
+    sl_sched_free(sc);
+    assert_int_equal(sl_consumer_close(c), 0);
+    /* retention: expired encrypted records are gone for readers and
+    ** deleted by maintenance like any others */
+    sl_vclock_advance(vc, 25 * HOUR);
+    tu_read_all(s, &all);
+    assert_int_equal(all.n, 0);
+    sl_maint_stats st;
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.segments_deleted + st.segments_sealed >= 1);
+    assert_int_equal(sl_stream_close(s), 0);
+    sl_vclock_free(vc);
+    keys_free(&k);
+}
+
 /* ---- a SIGKILLed encrypted writer ------------------------------------------------ */
 
 static void crash_child(const char *root, const char *kf, int fd, int round)
@@ -898,6 +956,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(start_stop_rotate, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(every_bit_flip_detected, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(compaction_and_cold_of_encrypted_segments, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(reshard_delivery_and_retention_of_encrypted, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(crash_mid_append_keeps_earlier_records_decryptable,
                                         tu_setup, tu_teardown),
