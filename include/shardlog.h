@@ -994,6 +994,184 @@ SL_API int sl_sched_stop(sl_sched *sc);
 ** @return 1 idle, 0 timed out (real time), SL_EINVAL (no thread). */
 SL_API int sl_sched_wait_idle(sl_sched *sc, int timeout_ms);
 
+/* ---- Metrics, capacity advice and the Kinesis bill (metrics.c) -----------
+** Two views of a stream.  The SNAPSHOT (sl_metrics_get) is cheap: this
+** handle's counters (what it put and read since it opened, see
+** sl_shard_counters), what each shard holds on disk, and how far each
+** registered consumer's checkpoint is behind.  The WORKLOAD
+** (sl_workload_observe) reads the records themselves -- arrival times and
+** sizes, never the data -- so it sees what any writer, in any process, put:
+** per-second load per shard, the busiest seconds, what Kinesis would have
+** throttled.  Cost and advice are computed from a workload. */
+
+typedef struct sl_shard_metrics {
+    char shard_id[SL_SHARD_ID_LEN + 1];
+    int open;
+    uint64_t records, bytes;         /* on disk now (bytes: data + key) */
+    uint64_t segments, disk_bytes;   /* segment files and their sizes */
+    sl_shard_counters counters;      /* this handle's, since it opened */
+} sl_shard_metrics;
+
+typedef struct sl_consumer_metrics {
+    char name[SL_STREAM_NAME_MAX + 1];
+    sl_consumer_type type;
+    int64_t max_age_ms;              /* over the open shards: the newest
+                                        record's arrival minus that of the
+                                        record after the checkpoint (0 when
+                                        caught up; a shard never
+                                        checkpointed counts from its first
+                                        record) */
+    uint64_t behind_records;         /* records after the checkpoints, all
+                                        open shards */
+} sl_consumer_metrics;
+
+typedef struct sl_metrics {
+    char stream_name[SL_STREAM_NAME_MAX + 1];
+    int64_t now_ms;                  /* stream clock */
+    size_t shard_count;              /* every shard, open and closed, by index */
+    sl_shard_metrics *shards;
+    size_t consumer_count;
+    sl_consumer_metrics *consumers;
+} sl_metrics;
+/* @return 0, SL_EINVAL, SL_ENOMEM, SL_EIO. */
+SL_API int sl_metrics_get(sl_metrics **out, sl_stream *s);
+SL_API void sl_metrics_free(sl_metrics *m);           /* accepts NULL */
+
+/* The snapshot in Prometheus text exposition format (version 0.0.4), for
+** a gateway's scraper: shardlog_shard_records_in_total{stream=,shard=}
+** and the other counters, shardlog_shard_disk_bytes, shardlog_consumer_
+** age_milliseconds, each with HELP and TYPE lines.  Writes at most cap
+** bytes, NUL included; *len (may be NULL) receives the length the whole
+** text needs (without the NUL).
+** @return 0, SL_ELIMIT (cap too small: nothing useful written; call again
+**         with *len + 1), SL_EINVAL. */
+SL_API int sl_metrics_prometheus(sl_stream *s, char *buf, size_t cap, size_t *len);
+/* The same text written to a file descriptor (all of it, or SL_EIO). */
+SL_API int sl_metrics_prometheus_fd(sl_stream *s, int fd);
+
+/* A shard's observed load, in whole seconds of arrival time. */
+typedef struct sl_shard_load {
+    char shard_id[SL_SHARD_ID_LEN + 1];
+    int open;
+    uint64_t records, bytes;         /* observed (bytes: data + key) */
+    uint64_t put_units;              /* PUT payload units: ceil(bytes of a
+                                        record / 25 KB), summed */
+    uint64_t ondemand_kib;           /* each record rounded up to 1 KiB */
+    int64_t first_ms, last_ms;       /* arrival times observed (0 if none) */
+    uint64_t peak_records_s;         /* the busiest whole second */
+    uint64_t peak_bytes_s;
+    uint64_t over_seconds;           /* seconds over 1,000 records or 1 MiB */
+    uint64_t over_records;           /* records beyond the limits in them:
+                                        what Kinesis would have throttled */
+    int hot;                         /* peak >= 80 % of either limit */
+} sl_shard_load;
+
+typedef struct sl_workload {
+    int64_t since_ms, until_ms;      /* the window observed (arrival times) */
+    double seconds;                  /* its length used for rates (>= 1):
+                                        first to last arrival, whole seconds */
+    sl_stream_mode mode;
+    uint32_t open_shards;
+    uint32_t retention_hours;
+    uint32_t shared_consumers, dedicated_consumers;   /* registered now */
+    uint64_t records, bytes, put_units, ondemand_kib; /* all shards */
+    uint64_t peak_records_s, peak_bytes_s;            /* stream-wide second */
+    uint64_t shard_peak_records_s, shard_peak_bytes_s;/* max over shards */
+    size_t shard_count;
+    sl_shard_load *shards;           /* every shard, by index */
+} sl_workload;
+/* Observe the records that arrived in [since_ms, until_ms] (INT64_MIN /
+** INT64_MAX: everything retained), reading headers only (encrypted
+** streams need no key).  fn (may be NULL) is called after each shard with
+** the shards done and the total; non-zero stops it (the call returns 1
+** with the workload so far in *out).
+** @return 0, 1 (stopped by fn), SL_EINVAL, SL_ENOMEM, SL_ECORRUPT. */
+typedef int (*sl_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+SL_API int sl_workload_observe(sl_workload **out, sl_stream *s, int64_t since_ms,
+                               int64_t until_ms, sl_progress_fn fn, void *ctx);
+SL_API void sl_workload_free(sl_workload *w);     /* accepts NULL */
+
+/* Prices, us-east-1, in US dollars.  SL_PRICES_INIT holds the defaults of
+** KINESIS.md section 2 (third-party sources dated 2023-09-21, checked
+** 2026-11; AWS renders its page with JavaScript).  shardlog's CLI reads
+** them from an editable JSON file. */
+#define SL_PRICES_VERSION 1
+typedef struct sl_prices {
+    uint32_t version;                /* SL_PRICES_VERSION */
+    double shard_hour;               /* provisioned: 0.015 */
+    double put_units_million;        /* 0.014 per million 25 KB units */
+    double extended_retention_shard_hour;  /* 24 h..7 d: 0.02 */
+    double long_retention_gb_month;  /* beyond 7 d: 0.023 per GB-month */
+    double efo_consumer_shard_hour;  /* 0.015 */
+    double efo_gb;                   /* 0.013 per GB retrieved */
+    double ondemand_stream_hour;     /* 0.04 */
+    double ondemand_gb_in;           /* 0.08 (records rounded up to 1 KiB) */
+    double ondemand_gb_out;          /* 0.04 */
+    double hours_per_month;          /* 730 */
+} sl_prices;
+#define SL_PRICES_INIT {SL_PRICES_VERSION, 0.015, 0.014, 0.02, 0.023, 0.015, \
+    0.013, 0.04, 0.08, 0.04, 730}
+
+/* A month of the observed workload (its rates over w->seconds, scaled to
+** hours_per_month), in both capacity modes.  GB are 2^30 bytes.  readers:
+** how many consumers read everything once (0: the registered consumers,
+** at least 1); dedicated consumers pay EFO in provisioned mode. */
+typedef struct sl_bill {
+    /* quantities for the month */
+    double gb_in;                    /* data + key */
+    double put_units_million;
+    double ondemand_gb_in;           /* rounded up to 1 KiB a record */
+    double gb_out;                   /* readers x gb_in */
+    double stored_gb_long;           /* retained beyond 7 days (average) */
+    /* provisioned, with `shards` shards */
+    uint32_t shards;
+    double shard_hours, put_units, extended_retention, long_retention;
+    double efo_hours, efo_gb;
+    double provisioned_total;
+    /* on-demand (standard) */
+    double ondemand_stream_hours, ondemand_in, ondemand_out, ondemand_long_retention;
+    double ondemand_total;
+} sl_bill;
+/* shards: the provisioned shard count to price (0: the stream's open
+** shards).  @return 0, SL_EINVAL (NULL, bad version, negative price). */
+SL_API int sl_bill_estimate(sl_bill *out, const sl_workload *w, const sl_prices *p,
+                            uint32_t shards, uint32_t readers);
+
+/* Capacity advice: the shard count the observed peak needs (the busiest
+** second, stream-wide, against 1,000 records/s and 1 MiB/s per shard: the
+** count an evenly spread key space needs; a hot key needs better keys, see
+** hot_shards), the bill at that count, and the cheaper mode against
+** on-demand. */
+typedef struct sl_advice {
+    uint32_t shards_needed;          /* >= 1 */
+    uint32_t hot_shards;             /* shards marked hot */
+    sl_bill provisioned;             /* priced at shards_needed */
+    sl_stream_mode cheaper;          /* PROVISIONED or ON_DEMAND */
+    double saving;                   /* per month, of the cheaper mode */
+} sl_advice;
+SL_API int sl_advise(sl_advice *out, const sl_workload *w, const sl_prices *p,
+                     uint32_t readers);
+
+/* ---- Verification ----------------------------------------------------------
+** Check every segment of every shard: headers, every record's checksum
+** (and, with the stream's keys, its authentication tag), the index entries
+** and their block checksums, trailers, cold block tables.  Reads only; a
+** read-only handle is enough, and a writer may be appending meanwhile (the
+** active segments are checked up to their committed tail). */
+typedef struct sl_verify_stats {
+    uint64_t segments_total;         /* to check (known at the start) */
+    uint64_t segments, records, bytes;   /* checked so far (bytes: files) */
+    uint64_t damaged;                /* damage found (each reported) */
+    uint64_t encrypted_unchecked;    /* encrypted records whose tag could
+                                        not be checked (no key provider) */
+} sl_verify_stats;
+/* Called after each segment with damage NULL, and once per damage found
+** with a message naming shard, segment file and offset.  Non-zero stops. */
+typedef int (*sl_verify_fn)(void *ctx, const sl_verify_stats *st, const char *damage);
+/* @return 0 clean, SL_ECORRUPT (damage found: the whole stream was still
+**         checked), 1 (fn stopped it), SL_EINVAL, SL_EIO, SL_ENOMEM. */
+SL_API int sl_stream_verify(sl_stream *s, sl_verify_fn fn, void *ctx, sl_verify_stats *out);
+
 #ifdef __cplusplus
 }
 #endif
