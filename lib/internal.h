@@ -809,6 +809,13 @@ SL_HIDDEN sl_shard *sl__iter_shard(const sl_iter *it);
 SL_HIDDEN uint64_t sl__iter_last(const sl_iter *it);
 /* Records waiting (1), none (0), or an error. */
 SL_HIDDEN int sl__iter_ready(sl_iter *it);
+/* Headers only (metrics.c): sl__iter_read then returns encrypted records without
+** decrypting them (partition_key NULL, data at the framed record; key_len,
+** data_len, sequence and arrival_ms as framed), so that they are counted
+** without a key.  Their tags are not checked; the checksums are. */
+SL_HIDDEN void sl__iter_headers_only(sl_iter *it);
+/* The iterator's position: its segment's ordinal (0: none yet) and *off. */
+SL_HIDDEN uint64_t sl__iter_pos(const sl_iter *it, uint64_t *off);
 
 /* ---- Manifest (manifest.c) ---------------------------------------------- */
 typedef struct sl_mshard {

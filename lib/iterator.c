@@ -68,6 +68,7 @@ struct sl_iter {
     size_t dcap;
     void *cctx;
     uint32_t cctx_ver;
+    bool headers_only;                /* sl__iter_headers_only (metrics.c) */
 };
 
 /* The KDS profile's iterator lifetime (Kinesis: 5 minutes). */
@@ -459,6 +460,14 @@ static int cold_read(sl_iter *it, sl_seg *g, uint64_t end, int64_t horizon, sl_r
 }
 
 void sl__iter_set_consumer(sl_iter *it, sl_consumer *c) { it->consumer = c; }
+/* For metrics.c: reads that leave encrypted records undecrypted, and the
+** position (to tell damage skipped from damage that stops a read) */
+void sl__iter_headers_only(sl_iter *it) { it->headers_only = true; }
+uint64_t sl__iter_pos(const sl_iter *it, uint64_t *off)
+{
+    *off = it->off;
+    return it->seg ? it->seg->ordinal : 0;
+}
 sl_shard *sl__iter_shard(const sl_iter *it) { return it->sh; }
 uint64_t sl__iter_last(const sl_iter *it) { return it->last_seq; }
 
@@ -692,7 +701,7 @@ int sl__iter_read(sl_iter *it, sl_record *recs, size_t limit, uint64_t max_bytes
         if ((rc = advance(it, &moved)) != 0 || !moved) break;
     }
 done:
-    if (SL_UNLIKELY(it->nenc) && n) rc = decrypt_read(it, recs, &n, last0);
+    if (SL_UNLIKELY(it->nenc) && n && !it->headers_only) rc = decrypt_read(it, recs, &n, last0);
     res->count = n;
     res->last_sequence = it->last_seq;
     res->millis_behind_latest = behind(it, end);
