@@ -28,6 +28,8 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 PCDIR      ?= $(LIBDIR)/pkgconfig
+BINDIR     ?= $(PREFIX)/bin
+DATADIR    ?= $(PREFIX)/share
 
 DEPS := libzstd libxxhash libcrypto
 CC      ?= cc
@@ -51,7 +53,7 @@ SOFILE  := libshardlog.so.$(VERSION)
 TESTS   := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/test_*.c))
 THREAD_TESTS := $(addprefix $(B)/tests/,test_threads test_shard test_iterator test_commit \
                 test_scheduler test_consumer test_ratelimit test_retention test_cold \
-                test_reshard test_crypto)
+                test_reshard test_crypto test_verify)
 EXAMPLES := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 # The benchmark is one program built from every bench/*.c, linked with the
 # peers (a peer without a .pc file is linked as -l<name>).
@@ -66,7 +68,16 @@ BENCH_LIBS := $(foreach m,$(BENCH_MODS),$(or $(shell pkg-config --libs $(m) 2>/d
         examples check-exports install uninstall clean $(B)/shardlog.pc \
         install-check stress stress-run
 
-all: $(B)/libshardlog.a $(B)/$(SOFILE) $(B)/shardlog.pc
+all: $(B)/libshardlog.a $(B)/$(SOFILE) $(B)/shardlog.pc $(B)/shardlog
+
+# The command-line tool (tools/): the static archive, jansson for JSON.
+TOOL_OBJ := $(patsubst tools/%.c,$(B)/tools/%.o,$(wildcard tools/*.c))
+$(B)/tools/%.o: tools/%.c tools/cli.h
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) $(shell pkg-config --cflags jansson 2>/dev/null) -MMD -MP -c $< -o $@
+$(B)/shardlog: $(TOOL_OBJ) $(B)/libshardlog.a
+	$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(B)/libshardlog.a \
+	    $(shell pkg-config --libs jansson 2>/dev/null) $(LIBS) -lm
 
 $(B)/obj/%.o: lib/%.c
 	@mkdir -p $(@D)
@@ -95,6 +106,10 @@ $(B)/tests/%: tests/%.c tests/testutil.h $(B)/libshardlog.a
 	@mkdir -p $(@D)
 	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog.a \
 	    $(TESTLIBS) $(LIBS)
+# The CLI's test runs the built tool.
+$(B)/tests/test_cli: $(B)/shardlog
+$(B)/tests/test_cli: XCFLAGS += -DSHARDLOG_CLI='"$(abspath $(B)/shardlog)"' \
+    -DSHARDLOG_PRICES='"$(abspath tools/prices.json)"'
 $(B)/examples/%: examples/%.c $(B)/libshardlog.a
 	@mkdir -p $(@D)
 	$(CC) $(XCFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libshardlog.a $(LIBS)
@@ -144,7 +159,10 @@ check-exports: $(B)/$(SOFILE)
 	echo "exports ok: $$(nm -D --defined-only $< | grep -c ' T sl_') sl_ functions"
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PCDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PCDIR) \
+	  $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/shardlog
+	install -m 755 $(B)/shardlog $(DESTDIR)$(BINDIR)/
+	install -m 644 tools/prices.json $(DESTDIR)$(DATADIR)/shardlog/
 	install -m 644 include/shardlog.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(B)/libshardlog.a $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(B)/shardlog.pc $(DESTDIR)$(PCDIR)/
@@ -153,7 +171,9 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshardlog.so
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/shardlog.h $(DESTDIR)$(PCDIR)/shardlog.pc \
-	  $(addprefix $(DESTDIR)$(LIBDIR)/,libshardlog.a libshardlog.so $(SONAME) $(SOFILE))
+	  $(addprefix $(DESTDIR)$(LIBDIR)/,libshardlog.a libshardlog.so $(SONAME) $(SOFILE)) \
+	  $(DESTDIR)$(BINDIR)/shardlog $(DESTDIR)$(DATADIR)/shardlog/prices.json
+	-rmdir $(DESTDIR)$(DATADIR)/shardlog 2>/dev/null
 
 # Installs into temporary directories only; see scripts/install-check.
 install-check:

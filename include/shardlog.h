@@ -1033,15 +1033,17 @@ typedef struct sl_metrics {
     size_t consumer_count;
     sl_consumer_metrics *consumers;
 } sl_metrics;
-/* @return 0, SL_EINVAL, SL_ENOMEM, SL_EIO. */
+/* @return 0, SL_EINVAL, SL_ENOMEM, SL_EIO, SL_ECORRUPT (a shard that
+**         cannot be read past damage). */
 SL_API int sl_metrics_get(sl_metrics **out, sl_stream *s);
 SL_API void sl_metrics_free(sl_metrics *m);           /* accepts NULL */
 
 /* The snapshot in Prometheus text exposition format (version 0.0.4), for
 ** a gateway's scraper: shardlog_shard_records_in_total{stream=,shard=}
 ** and the other counters, shardlog_shard_disk_bytes, shardlog_consumer_
-** age_milliseconds, each with HELP and TYPE lines.  Writes at most cap
-** bytes, NUL included; *len (may be NULL) receives the length the whole
+** age_milliseconds, each with HELP and TYPE lines.  As snprintf: writes
+** at most cap bytes, a NUL-terminated prefix when it does not fit (buf may
+** be NULL with cap 0); *len (may be NULL) receives the length the whole
 ** text needs (without the NUL).
 ** @return 0, SL_ELIMIT (cap too small: nothing useful written; call again
 **         with *len + 1), SL_EINVAL. */
@@ -1055,7 +1057,7 @@ typedef struct sl_shard_load {
     int open;
     uint64_t records, bytes;         /* observed (bytes: data + key) */
     uint64_t put_units;              /* PUT payload units: ceil(bytes of a
-                                        record / 25 KB), summed */
+                                        record / 25,000), at least 1, summed */
     uint64_t ondemand_kib;           /* each record rounded up to 1 KiB */
     int64_t first_ms, last_ms;       /* arrival times observed (0 if none) */
     uint64_t peak_records_s;         /* the busiest whole second */
@@ -1081,8 +1083,9 @@ typedef struct sl_workload {
     sl_shard_load *shards;           /* every shard, by index */
 } sl_workload;
 /* Observe the records that arrived in [since_ms, until_ms] (INT64_MIN /
-** INT64_MAX: everything retained), reading headers only (encrypted
-** streams need no key).  fn (may be NULL) is called after each shard with
+** INT64_MAX: everything retained; reported as the first and last arrival
+** seen), reading headers only (encrypted streams need no key).  Damaged
+** records are skipped and reported, as readers do.  fn (may be NULL) is called after each shard with
 ** the shards done and the total; non-zero stops it (the call returns 1
 ** with the workload so far in *out).
 ** @return 0, 1 (stopped by fn), SL_EINVAL, SL_ENOMEM, SL_ECORRUPT. */
@@ -1159,14 +1162,17 @@ SL_API int sl_advise(sl_advice *out, const sl_workload *w, const sl_prices *p,
 ** read-only handle is enough, and a writer may be appending meanwhile (the
 ** active segments are checked up to their committed tail). */
 typedef struct sl_verify_stats {
-    uint64_t segments_total;         /* to check (known at the start) */
+    uint64_t segments_total;         /* to check: a listing at the start,
+                                        less those deleted before reached */
     uint64_t segments, records, bytes;   /* checked so far (bytes: files) */
     uint64_t damaged;                /* damage found (each reported) */
     uint64_t encrypted_unchecked;    /* encrypted records whose tag could
                                         not be checked (no key provider) */
 } sl_verify_stats;
 /* Called after each segment with damage NULL, and once per damage found
-** with a message naming shard, segment file and offset.  Non-zero stops. */
+** with a message naming shard, segment file and offset (valid during the
+** call; st->damaged already counts it).  Non-zero stops.  Verification
+** changes nothing, on any handle: damage is reported, never repaired. */
 typedef int (*sl_verify_fn)(void *ctx, const sl_verify_stats *st, const char *damage);
 /* @return 0 clean, SL_ECORRUPT (damage found: the whole stream was still
 **         checked), 1 (fn stopped it), SL_EINVAL, SL_EIO, SL_ENOMEM. */
