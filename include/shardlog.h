@@ -77,9 +77,9 @@ extern "C" {
 ** SL_ABI_VERSION is the SONAME major: it changes only when a released
 ** signature or struct layout changes incompatibly. */
 #define SL_VERSION_MAJOR 0
-#define SL_VERSION_MINOR 3
+#define SL_VERSION_MINOR 4
 #define SL_VERSION_PATCH 0
-#define SL_VERSION_STRING "0.3.0"
+#define SL_VERSION_STRING "0.4.0"
 #define SL_ABI_VERSION 1
 
 /* The version of the library actually linked (may differ from the header). */
