@@ -586,6 +586,13 @@ SL_HIDDEN int sl__shard_init(sl_shard *sh, sl_stream *s, uint32_t index);
 SL_HIDDEN void sl__shard_destroy(sl_shard *sh);
 /* Load the shard's segments (writer: recover; reader: follow). */
 SL_HIDDEN int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive);
+/* Ordinals of the "<16 hex>.seg" files of the shard's directory above
+** `after`, sorted (leftover .tmp/.spare/.corrupt files left out; a writer
+** marks .tmp ones for removal).  *max_seen (may be NULL): the largest
+** ordinal of any segment file name.  A missing directory is no segment for
+** a reader. */
+SL_HIDDEN int sl__shard_list_segs(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
+                                  size_t *n, uint64_t *max_seen);
 /* Append n records under one lock acquisition.  seqs[i] receives each
 ** record's sequence number; on failure at record k, records 0..k-1 are
 ** committed, *done = k, and the error is returned. */

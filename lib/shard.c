@@ -220,10 +220,9 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Ordinals of the segment files in the shard directory greater than
-** `after`, sorted.  The writer also removes leftover .tmp files. */
-static int list_dir(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
-                    size_t *n, uint64_t *max_seen)
+/* (internal.h) */
+int sl__shard_list_segs(sl_shard *sh, uint64_t after, bool writer, uint64_t **out,
+                        size_t *n, uint64_t *max_seen)
 {
     *out = NULL;
     *n = 0;
@@ -281,7 +280,7 @@ static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_aliv
 {
     uint64_t *ords;
     size_t n, first = sh->nseg;
-    int rc = list_dir(sh, after, writer, &ords, &n, max_seen);
+    int rc = sl__shard_list_segs(sh, after, writer, &ords, &n, max_seen);
     if (rc) return rc;
     sl_segctx c;
     sl__segctx_init(&c, sh);

@@ -67,7 +67,6 @@
 
 #include <openssl/crypto.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -503,36 +502,54 @@ static void plan_sealed(vseg *vs, hplan *p)
     plan_tail(vs, p, sl__ld64(vs->base + SL_H_COMMIT_TAIL), sl__ld32(vs->base + SL_H_INDEX_COUNT));
 }
 
+/* Disagreements of a trailer's summary with the walk, as "name want
+** (found got), ...", and the offset in the trailer of the first. */
+typedef struct mism {
+    char why[V_WHY * 2];
+    size_t n;
+    uint64_t first;
+} mism;
+
+static void mism_add(mism *m, uint64_t off, const char *name, int64_t want, int64_t got)
+{
+    if (off < m->first) m->first = off;
+    if (m->n < sizeof m->why)
+        m->n += (size_t)snprintf(m->why + m->n, sizeof m->why - m->n,
+                                 "%s%s %" PRId64 " (found %" PRId64 ")", m->n ? ", " : "", name,
+                                 want, got);
+}
+
+/* The fields hot and cold trailers share (record_count, first/last seq and
+** ms, payload, at the same offsets) against the walk. */
+static void summary_mism(const vseg *vs, const uint8_t *t, mism *m)
+{
+    m->why[0] = '\0';
+    m->n = 0;
+    m->first = UINT64_MAX;
+    if (sl__ld64(t + 8) != vs->count)
+        mism_add(m, 8, "record_count", (int64_t)sl__ld64(t + 8), (int64_t)vs->count);
+    if (sl__ld64(t + 56) != vs->payload)
+        mism_add(m, 56, "payload", (int64_t)sl__ld64(t + 56), (int64_t)vs->payload);
+    if (!vs->count) return;
+    if (sl__ld64(t + 16) != vs->first_seq)
+        mism_add(m, 16, "first_seq", (int64_t)sl__ld64(t + 16), (int64_t)vs->first_seq);
+    if (sl__ld64(t + 24) != vs->last_seq)
+        mism_add(m, 24, "last_seq", (int64_t)sl__ld64(t + 24), (int64_t)vs->last_seq);
+    if ((int64_t)sl__ld64(t + 32) != vs->first_ms)
+        mism_add(m, 32, "first_ms", (int64_t)sl__ld64(t + 32), vs->first_ms);
+    if ((int64_t)sl__ld64(t + 40) != vs->last_ms)
+        mism_add(m, 40, "last_ms", (int64_t)sl__ld64(t + 40), vs->last_ms);
+}
+
 /* The trailer's summary against the walk (only when no records were lost:
 ** else it differs by them, counted already). */
 static void trl_summary(vseg *vs)
 {
-    const uint8_t *t = vs->base + vs->fb - SL_SEG_TRAILER;
-    char why[V_WHY * 2] = "";
-    size_t n = 0;
-    uint64_t first = UINT64_MAX;
-#define TBAD(o, name, want, got)                                                  \
-    do {                                                                          \
-        if ((uint64_t)(o) < first) first = (o);                                   \
-        if (n < sizeof why)                                                       \
-            n += (size_t)snprintf(why + n, sizeof why - n, "%s%s %" PRId64 " (found %" PRId64 ")", \
-                                  n ? ", " : "", name, (int64_t)(want), (int64_t)(got)); \
-    } while (0)
-    if (sl__ld64(t + 8) != vs->count) TBAD(8, "record_count", sl__ld64(t + 8), vs->count);
-    if (sl__ld64(t + 56) != vs->payload) TBAD(56, "payload", sl__ld64(t + 56), vs->payload);
-    if (vs->count) {
-        if (sl__ld64(t + 16) != vs->first_seq)
-            TBAD(16, "first_seq", sl__ld64(t + 16), vs->first_seq);
-        if (sl__ld64(t + 24) != vs->last_seq)
-            TBAD(24, "last_seq", sl__ld64(t + 24), vs->last_seq);
-        if ((int64_t)sl__ld64(t + 32) != vs->first_ms)
-            TBAD(32, "first_ms", sl__ld64(t + 32), vs->first_ms);
-        if ((int64_t)sl__ld64(t + 40) != vs->last_ms)
-            TBAD(40, "last_ms", sl__ld64(t + 40), vs->last_ms);
-    }
-#undef TBAD
-    if (first != UINT64_MAX)
-        damage(vs, vs->fb - SL_SEG_TRAILER + first, "trailer disagrees with the records: %s", why);
+    mism m;
+    summary_mism(vs, vs->base + vs->fb - SL_SEG_TRAILER, &m);
+    if (m.first != UINT64_MAX)
+        damage(vs, vs->fb - SL_SEG_TRAILER + m.first, "trailer disagrees with the records: %s",
+               m.why);
 }
 
 /* The index region as a whole: damage no entry check could judge (an entry
@@ -861,33 +878,12 @@ static void check_cold(vseg *vs)
         return;
     }
     if (!c.trl_ok || vs->rec_damage || vs->damage) return;
-    char why[V_WHY * 2] = "";
-    size_t n = 0;
-    uint64_t first = UINT64_MAX;
-#define CBAD(o, name, want, got)                                                  \
-    do {                                                                          \
-        if ((uint64_t)(o) < first) first = (o);                                   \
-        if (n < sizeof why)                                                       \
-            n += (size_t)snprintf(why + n, sizeof why - n, "%s%s %" PRId64 " (found %" PRId64 ")", \
-                                  n ? ", " : "", name, (int64_t)(want), (int64_t)(got)); \
-    } while (0)
-    if (sl__ld64(t + 8) != vs->count) CBAD(8, "record_count", sl__ld64(t + 8), vs->count);
-    if (sl__ld64(t + 56) != vs->payload) CBAD(56, "payload", sl__ld64(t + 56), vs->payload);
-    if (c.data_end != raw_end) CBAD(48, "data_end", c.data_end, raw_end);
-    if (vs->count) {
-        if (sl__ld64(t + 16) != vs->first_seq)
-            CBAD(16, "first_seq", sl__ld64(t + 16), vs->first_seq);
-        if (sl__ld64(t + 24) != vs->last_seq)
-            CBAD(24, "last_seq", sl__ld64(t + 24), vs->last_seq);
-        if ((int64_t)sl__ld64(t + 32) != vs->first_ms)
-            CBAD(32, "first_ms", sl__ld64(t + 32), vs->first_ms);
-        if ((int64_t)sl__ld64(t + 40) != vs->last_ms)
-            CBAD(40, "last_ms", sl__ld64(t + 40), vs->last_ms);
-    }
-#undef CBAD
-    if (first != UINT64_MAX)
-        damage(vs, vs->fb - SL_SEG_TRAILER + first, "cold trailer disagrees with the records: %s",
-               why);
+    mism m;
+    summary_mism(vs, t, &m);
+    if (c.data_end != raw_end) mism_add(&m, 48, "data_end", (int64_t)c.data_end, (int64_t)raw_end);
+    if (m.first != UINT64_MAX)
+        damage(vs, vs->fb - SL_SEG_TRAILER + m.first, "cold trailer disagrees with the records: %s",
+               m.why);
 }
 
 /* ---- one segment -------------------------------------------------------- */
@@ -1024,59 +1020,6 @@ static void check_file(vctx *v, sl_shard *sh, uint64_t ordinal, const char *why_
 
 /* ---- the walk ----------------------------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Ordinals of the "<16 hex>.seg" files of a shard directory, sorted. */
-static int list_segs(const char *dir, uint64_t **out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (errno == ENOENT) return 0;              /* no segment yet */
-        return sl__errno(SL_EIO, errno, "opening shard directory %s", dir);
-    }
-    size_t cap = 0;
-    uint64_t *a = NULL;
-    int rc = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *nm = e->d_name;
-        if (strlen(nm) != 20 || strcmp(nm + 16, ".seg") != 0) continue;   /* leftovers too */
-        uint64_t ord = 0;
-        bool ok = true;
-        for (int i = 0; i < 16 && ok; i++) {
-            char c = nm[i];
-            int dv = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-            ok = dv >= 0;
-            ord = ord << 4 | (uint64_t)(dv & 15);
-        }
-        if (!ok || !ord) continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            uint64_t *na = realloc(a, cap * sizeof *na);
-            if (!na) {
-                rc = sl__err(SL_ENOMEM, "listing %s", dir);
-                break;
-            }
-            a = na;
-        }
-        a[(*n)++] = ord;
-    }
-    closedir(d);
-    if (rc) {
-        free(a);
-        *n = 0;
-        return rc;
-    }
-    if (*n) qsort(a, *n, sizeof *a, cmp_u64);
-    *out = a;
-    return 0;
-}
 
 /* The first ordinal > after in the shard's list (0 if none). */
 static uint64_t list_next(sl_shard *sh, uint64_t after)
@@ -1184,7 +1127,7 @@ int sl_stream_verify(sl_stream *s, sl_verify_fn fn, void *ctx, sl_verify_stats *
     for (size_t i = 0; i < ns && rc == 0; i++) {
         sl_shard *sh = s->shards[i];
         if (!sh) continue;
-        rc = list_segs(sh->dir, &ords[i], &nords[i]);
+        rc = sl__shard_list_segs(sh, 0, false, &ords[i], &nords[i], NULL);
         v.st.segments_total += nords[i];
     }
     for (size_t i = 0; i < ns && rc == 0 && !halted(&v); i++)
