@@ -202,6 +202,40 @@ static void segments_deleted_when_wholly_expired(void **state)
     sl_vclock_free(vc);
 }
 
+/* A purge (everything expired and deleted) never resets sequence numbers:
+** after it, and after a reopen, new records are numbered above every
+** record that ever was. */
+static void sequence_numbers_survive_a_purge(void **state)
+{
+    const char *root = *state;
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, T0), 0);
+    sl_stream *s = mk(root, "purge", vc, 1, 0, 0);
+    fill_segments(s, vc, root, "purge", 3);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    uint64_t last = tu_put(p, "k", 1);
+    sl_producer_close(p);
+    sl_vclock_advance(vc, 3 * DAY);
+    maintain(s, NULL);
+    maintain(s, NULL);
+    assert_int_equal(tu_nsegs(root, "purge", 0), 0);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        uint64_t next = tu_put(p, "k", 2);
+        sl_producer_close(p);
+        assert_true(next > last);
+        last = next;
+        sl_vclock_advance(vc, 3 * DAY);
+        maintain(s, NULL);
+        maintain(s, NULL);
+        assert_int_equal(sl_stream_close(s), 0);
+        s = reopen(root, "purge", vc);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    sl_vclock_free(vc);
+}
+
 static void retention_changes(void **state)
 {
     const char *root = *state;
@@ -899,6 +933,7 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(segments_deleted_when_wholly_expired, tu_setup,
                                         tu_teardown),
+        cmocka_unit_test_setup_teardown(sequence_numbers_survive_a_purge, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(retention_changes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(checkpoints_and_iterators_after_deletion, tu_setup,
                                         tu_teardown),
