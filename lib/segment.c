@@ -1026,8 +1026,11 @@ static void scan_start(sl_seg *g, scan *s)
         hc = sl__ld64(g->base + SL_H_SYNCED_COUNT);
         hp = sl__ld64(g->base + SL_H_SYNCED_BYTES);
     }
+    /* (a reader maps a truncated file only as far as it goes: the entry
+    ** must lie within the mapping) */
     if (ht <= SL_SEG_HDR || ht % 8 || hn == 0 || hn > max_index_entries(g->file_bytes) ||
-        ht > idx_low_for(g->file_bytes, hn) || ht > s->limit || hc == 0)
+        ht > idx_low_for(g->file_bytes, hn) || ht > s->limit || hc == 0 ||
+        idx_slot_off(g->file_bytes, hn - 1) + SL_IDX_ENTRY > g->map_len)
         return;
     sl_idx e = idx_read(g, hn - 1);
     if (e.off < SL_SEG_HDR || e.off >= ht || e.off % 8) return;
@@ -1373,7 +1376,9 @@ uint32_t sl__seg_index_count(sl_seg *g, uint64_t end)
     uint32_t n = __atomic_load_n(sl__hdr32(g, SL_H_INDEX_COUNT), __ATOMIC_ACQUIRE);
     uint64_t max = max_index_entries(g->file_bytes);
     if (n > max) n = (uint32_t)max;
-    while (n && idx_slot_off(g->file_bytes, n - 1) + SL_IDX_ENTRY > g->map_len) n--;
+    /* entry 0 is the highest (the index grows down from the trailer): a
+    ** file cut short below it (a reader maps what there is) has none */
+    if (n && idx_slot_off(g->file_bytes, 0) + SL_IDX_ENTRY > g->map_len) n = 0;
     return n;
 }
 

@@ -6,6 +6,7 @@
 */
 #include "testutil.h"
 
+#include <sys/mman.h>
 #include <sys/mount.h>
 
 #define SHARD0 "shardId-000000000000"
@@ -355,6 +356,82 @@ static void truncated_segments(void **state)
     free(active);
 }
 
+/* mmap with nothing readable after the mapping (64 KiB of PROT_NONE), so
+** that a read past the end of a truncated file faults at once */
+static void *mmap_guarded(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    size_t mapped = (len + 4095) & ~(size_t)4095, guard = 1u << 16;
+    void *r = mmap(addr, mapped + guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) return r;
+    void *p = mmap(r, len, prot, flags | MAP_FIXED, fd, off);
+    if (p == MAP_FAILED) munmap(r, mapped + guard);
+    return p;         /* the library unmaps len bytes; the guard stays reserved */
+}
+
+/* A read-only open (no writer alive) of an active segment cut short after
+** its records but before its index: the header's recovery hint names an
+** index entry past the end of the file, which must not be read (it lies
+** past the mapping; found by fuzz/fuzz_segment.c). */
+static void truncated_before_hinted_index_entry(void **state)
+{
+    static uint64_t seqs[40];
+    seed(*state, 40, 200, seqs);                     /* 3 index entries */
+    char *active = tu_seg_path(*state, NAME, 0, 1);
+    assert_int_equal(truncate(active, 16384), 0);    /* past the tail */
+    sl__os.mmap = mmap_guarded;
+    tu_reports rep = {0};
+    tu_opts o = {.reports = &rep, .flags = SL_OPEN_READONLY};
+    sl_stream *s = tu_open(*state, NAME, &o);
+    tu_recs r = {0};
+    tu_read_all(s, &r);
+    check_fill(&r, seqs, 0, 40, 200);
+    assert_non_null(strstr(rep.all, "truncated"));
+    tu_recs_free(&r);
+    assert_int_equal(sl_stream_close(s), 0);
+    sl__os_reset();
+    free(active);
+}
+
+/* A read-only open of a big active segment cut short inside its index
+** (the index grows down from the trailer over more than a page): the
+** entries past the cut -- entry 0 first, the highest -- must not be read,
+** by reads or by seeks (they lie past the mapping; found by
+** fuzz/fuzz_segment.c). */
+static void truncated_inside_index(void **state)
+{
+    static uint64_t seqs[3000];
+    tu_opts c = {.segment_bytes = 4u << 20};
+    sl_stream *w = tu_create(*state, NAME, &c);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, w), 0);
+    fill(p, 0, 3000, 200, seqs);                     /* ~180 index entries */
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(w), 0);
+    assert_int_equal(tu_nsegs(*state, NAME, 0), 1);
+    char *active = tu_seg_path(*state, NAME, 0, 1);
+    assert_int_equal(truncate(active, (4u << 20) - 4096), 0);   /* the index's last page */
+    sl__os.mmap = mmap_guarded;
+    tu_opts o = {.flags = SL_OPEN_READONLY};
+    sl_stream *s = tu_open(*state, NAME, &o);
+    tu_recs r = {0};
+    tu_read_all(s, &r);
+    check_fill(&r, seqs, 0, 3000, 200);
+    tu_recs_free(&r);
+    for (int i = 0; i < 3000; i += 777) {
+        sl_iter *it;
+        assert_int_equal(sl_iter_open(&it, s, SHARD0, SL_ITER_AT_SEQUENCE_NUMBER, seqs[i]), 0);
+        sl_record rec;
+        sl_read_result res;
+        assert_int_equal(sl_iter_read(it, &rec, 1, &res), 0);
+        assert_int_equal(res.count, 1);
+        assert_int_equal(rec.sequence, seqs[i]);
+        sl_iter_close(it);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    sl__os_reset();
+    free(active);
+}
+
 /* Damage in the middle of the active segment (not at its tail) is not
 ** mistaken for a torn tail: the records after it are kept, the segment is
 ** sealed, and writes continue in a new one. */
@@ -547,6 +624,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_header_quarantined, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(future_version_refused, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(truncated_segments, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(truncated_before_hinted_index_entry, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(truncated_inside_index, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(damage_inside_active_segment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_fault_hook, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_mid_batch, tu_setup, tu_teardown),
