@@ -205,6 +205,23 @@ int sl__iter_type_check(sl_iter_type type)
                    (int)type);
 }
 
+/* After a seek by sequence number that found no record with that number:
+** could key compaction have removed it?  Only on a compacting stream, and
+** only from sealed segments: the seek landed in a sealed one, or at the
+** first record of the unsealed one with sealed ones before it.  (Such a
+** number cannot be told from a number that never was a record there.) */
+static bool compacted_gap(sl_iter *it)
+{
+    if (atomic_load(&it->s->compaction) != SL_COMPACTION_KEY || !it->seg) return false;
+    if (sl__seg_is_sealed(it->seg)) return true;
+    if (it->off != SL_SEG_HDR) return false;
+    sl_seg *first = NULL;
+    if (sl__shard_first_seg(it->sh, &first) != 0 || !first) return false;
+    bool after_sealed = first->ordinal < it->seg->ordinal;
+    sl__shard_put_seg(it->sh, first);
+    return after_sealed;
+}
+
 int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
                  sl_iter_type type, uint64_t arg)
 {
@@ -270,7 +287,14 @@ int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
         sl_recview v;
         uint64_t end = it->seg ? sl__seg_visible_end(it->seg) : 0, avail = 0;
         const uint8_t *p = it->seg && it->off < end ? rec_at(it, end, &avail) : NULL;
-        if (!p || sl__rec_parse(p, avail, true, &v) != SL_REC_OK || v.seq != arg) {
+        bool ok = p && sl__rec_parse(p, avail, true, &v) == SL_REC_OK;
+        if ((ok ? v.seq > arg : it->seg && it->off >= end) && compacted_gap(it)) {
+            /* key compaction removed that record: the position stays, just
+            ** before the next record (a consumer may have checkpointed it) */
+            it->last_seq = type == SL_ITER_AFTER_SEQUENCE_NUMBER ? arg : arg - 1;
+            break;
+        }
+        if (!ok || v.seq != arg) {
             char a[SL_SEQ_STR_MAX];
             rc = sl__err(SL_EINVAL,
                          "Invalid StartingSequenceNumber. Sequence number %s is "

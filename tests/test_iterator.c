@@ -362,6 +362,71 @@ static void wait_across_roll_over(void **state)
     fx_close(&f);
 }
 
+/* Key compaction removes older records of a key from sealed segments, but
+** their numbers stay positions: a consumer that read one may checkpoint it
+** (even once compaction removed it) and resume after it, and AT/AFTER_SEQUENCE_NUMBER
+** of it start at the next record.  (Found by test_crashmatrix: a consumer
+** could neither checkpoint nor resume, SL_EINVAL.)  Numbers that never
+** were records still fail. */
+static void compacted_numbers_stay_positions(void **state)
+{
+    fx f;
+    fx_open(&f, *state, 1);
+    assert_int_equal(sl_consumer_register(f.s, "c", SL_CONSUMER_SHARED), 0);
+    sl_consumer *c;
+    assert_int_equal(sl_consumer_open(&c, f.s, "c"), 0);
+    enum { N = 300 };
+    static uint64_t seq[N];
+    char d[1000], key[16];
+    memset(d, 'c', sizeof d);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "k%d", i % 5);
+        assert_int_equal(sl_put(f.p, key, d, sizeof d, &seq[i]), 0);
+    }
+    /* checkpointed before compaction removes it, and after */
+    assert_int_equal(sl_consumer_checkpoint(c, SHARD0, seq[1]), 0);
+    assert_int_equal(sl_stream_set_compaction(f.s, SL_COMPACTION_KEY), 0);
+    sl_maint_stats st;
+    assert_int_equal(sl_stream_maintain(f.s, -1, NULL, NULL, &st), 0);
+    assert_true(st.records_compacted > 100);
+    tu_recs all = {0};
+    tu_read_shard(f.s, SHARD0, &all);
+    size_t k = 0;
+    while (k < all.n && all.v[k].seq <= seq[1]) assert_true(all.v[k++].seq != seq[1]);
+    assert_true(k < all.n);
+    uint64_t next = all.v[k].seq;
+    sl_record r[1];
+    sl_read_result res;
+    for (int type = SL_ITER_AT_SEQUENCE_NUMBER; type <= SL_ITER_AFTER_SEQUENCE_NUMBER; type++) {
+        sl_iter *it;
+        assert_int_equal(sl_iter_open(&it, f.s, SHARD0, (sl_iter_type)type, seq[1]), 0);
+        assert_int_equal(sl_iter_read(it, r, 1, &res), 0);
+        assert_int_equal(res.count, 1);
+        assert_int_equal(r[0].sequence, next);
+        sl_iter_close(it);
+    }
+    sl_iter *it;
+    assert_int_equal(sl_consumer_iter_open(&it, c, SHARD0, SL_ITER_TRIM_HORIZON, 0), 0);
+    assert_int_equal(sl_iter_read(it, r, 1, &res), 0);
+    assert_int_equal(r[0].sequence, next);
+    sl_iter_close(it);
+    assert_int_equal(sl_consumer_checkpoint(c, SHARD0, seq[6]), 0);
+    uint64_t ck;
+    assert_int_equal(sl_consumer_get_checkpoint(c, SHARD0, &ck), 0);
+    assert_int_equal(ck, seq[6]);
+    assert_int_equal(sl_consumer_iter_open(&it, c, SHARD0, SL_ITER_TRIM_HORIZON, 0), 0);
+    assert_int_equal(sl_iter_read(it, r, 1, &res), 0);
+    assert_true(r[0].sequence > seq[6]);
+    sl_iter_close(it);
+    /* past the end: never a record */
+    assert_int_equal(sl_iter_open(&it, f.s, SHARD0, SL_ITER_AFTER_SEQUENCE_NUMBER, seq[N - 1] + 5),
+                     SL_EINVAL);
+    assert_int_equal(sl_consumer_checkpoint(c, SHARD0, seq[N - 1] + 5), SL_EINVAL);
+    tu_recs_free(&all);
+    assert_int_equal(sl_consumer_close(c), 0);
+    fx_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(close_with_open_iterator, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(wait_times_out_and_wakes, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(wait_across_roll_over, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(compacted_numbers_stay_positions, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("iterator", tests, NULL, NULL);
 }
