@@ -305,8 +305,15 @@ static jr_file *replay_file(jr_replay *r, uint32_t shard, uint64_t ordinal, int 
     f->fd = sl__os.open(path, O_RDWR | O_CLOEXEC, 0);
     struct stat st;
     uint8_t h[SL_SEG_HDR];
-    if (f->fd >= 0 && sl__os_pread_all(f->fd, h, sizeof h, 0) == 0 &&
-        (sl__ld32(h + 12) != 0 || sl__ld32(h + SL_H_STATE) == SL_STATE_SEALED)) {
+    int hr = f->fd >= 0 ? sl__os_pread_all(f->fd, h, sizeof h, 0) : -1;
+    if (hr != 0 && f->fd >= 0 && errno != ENODATA) {
+        /* unreadable is not unsealed: replaying into a segment rewritten
+        ** since would overwrite it (the descriptor closes with the others) */
+        *rc = sl__errno(SL_EIO, errno, "reading %s", path);
+        free(path);
+        return NULL;
+    }
+    if (hr == 0 && (sl__ld32(h + 12) != 0 || sl__ld32(h + SL_H_STATE) == SL_STATE_SEALED)) {
         /* sealed on disk: sealing synced it (ALWAYS), so the journal holds
         ** nothing it lacks -- and it may since have been rewritten (key
         ** compaction, cold storage), where the lap's offsets mean nothing */
@@ -397,9 +404,13 @@ int sl__journal_recover(sl_stream *s, bool keep_file)
     int rc = 0;
     struct stat st;
     uint64_t file_bytes = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
-    if (file_bytes < JR_FRAME_HDR || sl__os_pread_all(fd, h, sizeof h, 0) != 0 ||
-        sl__ld32(h) != JR_MAGIC)
-        goto done;                      /* empty, cleared or never used */
+    if (file_bytes < JR_FRAME_HDR) goto done;
+    if (sl__os_pread_all(fd, h, sizeof h, 0) != 0) {
+        /* unreadable is not empty: it stays, for an open that can read it */
+        rc = sl__errno(SL_EIO, errno, "reading %s", path);
+        goto done;
+    }
+    if (sl__ld32(h) != JR_MAGIC) goto done;     /* cleared or never used */
     if (sl__ld32(h + 4) != JR_VERSION) {
         /* a newer library's journal: clearing it could lose records */
         rc = sl__err(SL_ECORRUPT, "%s: journal format version %u; this library reads version %u",
@@ -408,9 +419,11 @@ int sl__journal_recover(sl_stream *s, bool keep_file)
     }
     uint64_t lap = sl__ld64(h + 8);
     for (uint64_t off = 0; off + JR_FRAME_HDR <= file_bytes;) {
-        if (sl__os_pread_all(fd, h, sizeof h, (off_t)off) != 0 ||
-            !frame_hdr_ok(h, lap, off, file_bytes))
+        if (sl__os_pread_all(fd, h, sizeof h, (off_t)off) != 0) {
+            rc = sl__errno(SL_EIO, errno, "reading %s", path);
             break;
+        }
+        if (!frame_hdr_ok(h, lap, off, file_bytes)) break;
         uint64_t bytes = sl__ld64(h + 16);
         if (bytes > frcap) {
             uint8_t *nb = realloc(fr, (size_t)bytes);
@@ -421,7 +434,10 @@ int sl__journal_recover(sl_stream *s, bool keep_file)
             fr = nb;
             frcap = (size_t)bytes;
         }
-        if (sl__os_pread_all(fd, fr, (size_t)bytes, (off_t)off) != 0) break;
+        if (sl__os_pread_all(fd, fr, (size_t)bytes, (off_t)off) != 0) {
+            rc = sl__errno(SL_EIO, errno, "reading %s", path);
+            break;
+        }
         uint64_t sum = sl__ld64(fr + 56);
         sl__st64(fr + 56, 0);
         if (XXH3_64bits(fr, (size_t)bytes) != sum) break;  /* torn: the end */

@@ -161,12 +161,27 @@ static int ensure_loaded(sl_shard *sh, size_t i)
 static int carry_into(sl_shard *sh, size_t i)
 {
     sl_seg *g = sh->segs[i];
+    /* its trailer carries keys already: sealed empty (the shard's keys then)
+    ** or emptied by key compaction (its own records' keys, which retention
+    ** must judge it by, and GONE record, when it is deleted) */
+    if (g->last_seq) return 0;
     uint64_t seq = 0;
     int64_t ms = INT64_MIN;
     for (size_t k = i; k > 0; k--) {
+        uint64_t ord = sh->segs[k - 1]->ordinal;
         int rc = ensure_loaded(sh, k - 1);
         if (rc) return rc;
-        if (k - 1 >= sh->nseg || sh->segs[k - 1] == g) break;  /* list moved */
+        if (k - 1 >= sh->nseg || sh->segs[k - 1]->ordinal != ord) {
+            /* the list moved: a stub proved unusable and left it.  Giving
+            ** up here left g's keys at 0, out of order for the seeks'
+            ** binary search; find the place again by ordinal and go on
+            ** with the segment below it (or with it, if it stayed) */
+            size_t j = 0;
+            while (j < sh->nseg && sh->segs[j]->ordinal < ord) j++;
+            if (j < sh->nseg && sh->segs[j]->ordinal == ord) j++;
+            k = j + 1;
+            continue;
+        }
         sl_seg *p = sh->segs[k - 1];
         if (p->count || !sl__seg_is_sealed(p)) {
             seq = p->last_seq;
@@ -246,7 +261,7 @@ int sl__shard_list_segs(sl_shard *sh, uint64_t after, bool writer, uint64_t **ou
             ** removes it (freeing a preallocated file's blocks can take
             ** milliseconds; it has no place on the open path).  Its ordinal
             ** counts in max_seen, so no new segment ever takes its name. */
-            if (writer) sh->leftovers = true;
+            if (writer) __atomic_store_n(&sh->leftovers, true, __ATOMIC_RELEASE);
             continue;
         }
         if (corrupt || ord <= after) continue;
@@ -303,13 +318,14 @@ static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_aliv
     return rc;
 }
 
-static uint64_t gone_read(const sl_shard *sh);
+static int gone_read(const sl_shard *sh, uint64_t *gone);
 
 int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 {
     uint64_t max_seen = 0;
-    sh->gone_seq = gone_read(sh);
-    int rc = load_from(sh, 0, writer, writer_alive, true, &max_seen);
+    int rc = gone_read(sh, &sh->gone_seq);
+    if (rc) return rc;
+    rc = load_from(sh, 0, writer, writer_alive, true, &max_seen);
     if (rc) return rc;
     sh->next_ordinal = sh->first_own_ordinal = max_seen + 1;
     /* the shard's last sequence number and time: from the newest segment
@@ -683,7 +699,17 @@ static void remove_leftovers(sl_shard *sh)
         pthread_mutex_unlock(&sh->lock);
         char *p;
         if (theirs && asprintf(&p, "%s/%s", sh->dir, e->d_name) >= 0) {
-            sl__os.unlink(p);
+            /* beside a live segment it is a rewrite's (compaction ".tmp",
+            ** cold ".rw"), which this process's maintenance may be writing
+            ** right now: left to the next rewrite of that segment, which
+            ** removes a stale one first (or to a later open, once the
+            ** segment is deleted) */
+            size_t seg_len = strlen(p) - strlen(e->d_name) + 20;
+            char c = p[seg_len];
+            p[seg_len] = '\0';
+            bool live = access(p, F_OK) == 0;
+            p[seg_len] = c;
+            if (!live) sl__os.unlink(p);
             free(p);
         }
     }
@@ -694,8 +720,8 @@ bool sl__shard_prepare(sl_shard *sh)
 {
     sl_stream *s = sh->s;
     bool ok = true;
-    if (SL_UNLIKELY(sh->leftovers)) {
-        sh->leftovers = false;
+    if (SL_UNLIKELY(__atomic_load_n(&sh->leftovers, __ATOMIC_ACQUIRE))) {
+        __atomic_store_n(&sh->leftovers, false, __ATOMIC_RELEASE);
         remove_leftovers(sh);
     }
     pthread_mutex_lock(&sh->seglock);
@@ -809,18 +835,24 @@ static int gone_write(sl_shard *sh, uint64_t gone)
     return rc;
 }
 
-static uint64_t gone_read(const sl_shard *sh)
+static int gone_read(const sl_shard *sh, uint64_t *gone)
 {
     char *path, *buf = NULL;
     size_t len = 0;
-    uint64_t v = 0;
-    if (asprintf(&path, "%s/%s", sh->dir, GONE_FILE) < 0) return 0;
-    if (sl__os_read_file(path, &buf, &len, 64) == 0 && len == 16 &&
-        sl__xxh3(buf, 8) == sl__ld64(buf + 8))
-        v = sl__ld64(buf);
+    int rc = 0;
+    *gone = 0;
+    if (asprintf(&path, "%s/%s", sh->dir, GONE_FILE) < 0)
+        return sl__err(SL_ENOMEM, "reading %s/GONE", sh->dir);
+    if (sl__os_read_file(path, &buf, &len, 64) == 0) {
+        if (len == 16 && sl__xxh3(buf, 8) == sl__ld64(buf + 8)) *gone = sl__ld64(buf);
+    } else if (errno != ENOENT && errno != EFBIG && errno != ENODATA) {
+        /* missing or damaged means 0; unreadable is an error (taken for 0,
+        ** positions in deleted records would no longer be trimmed) */
+        rc = sl__errno(SL_EIO, errno, "reading %s", path);
+    }
     free(buf);
     free(path);
-    return v;
+    return rc;
 }
 
 int sl__shard_drop_oldest(sl_shard *sh, int64_t horizon, uint64_t *freed, bool *did)

@@ -210,8 +210,18 @@ static int seq_open(sl_stream *s, uint64_t max_seen)
     uint64_t gen[2] = {0, 0}, ceil[2] = {0, 0};
     bool ok[2];
     for (int i = 0; i < 2; i++) {
-        ok[i] = sl__os_pread_all(s->seq_fd, b[i], 64, (off_t)(i * SEQ_SLOT)) == 0 &&
-                seq_slot_decode(b[i], s->man.stream_id, &gen[i], &ceil[i]);
+        if (sl__os_pread_all(s->seq_fd, b[i], 64, (off_t)(i * SEQ_SLOT)) != 0) {
+            /* a short file is a damaged slot; an unreadable one is not:
+            ** taking the other slot's older ceiling would reissue numbers */
+            if (errno != ENODATA) {
+                int rc = sl__errno(SL_EIO, errno, "reading %s", path);
+                free(path);
+                return rc;
+            }
+            ok[i] = false;
+            continue;
+        }
+        ok[i] = seq_slot_decode(b[i], s->man.stream_id, &gen[i], &ceil[i]);
     }
     uint64_t ceiling;
     if (ok[0] || ok[1]) {

@@ -542,6 +542,149 @@ static void sync_covers_inherited_segments(void **state)
     assert_int_equal(sl_stream_close(s), 0);
 }
 
+/* ---- compacted segments (found by test_crashmatrix) ------------------------ */
+
+/* 300 records of 1000 bytes, keys k0..k4, in a 1-shard compacting stream of
+** 64 KiB segments: every sealed segment holds superseded records. */
+static sl_stream *compacting(const char *root, sl_vclock *vc, uint64_t *seq, int n)
+{
+    tu_opts o = {.clock = vc ? sl_vclock_clock(vc) : NULL};
+    sl_stream *s = tu_create(root, NAME, &o);
+    assert_int_equal(sl_stream_set_compaction(s, SL_COMPACTION_KEY), 0);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    char d[1000], key[8];
+    memset(d, 'k', sizeof d);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "k%d", i % 5);
+        assert_int_equal(sl_put(p, key, d, sizeof d, &seq[i]), 0);
+    }
+    sl_producer_close(p);
+    return s;
+}
+
+/* A segment compaction emptied keeps the keys of its records after a
+** reopen: retention must not take it for expired at once, and deleting it
+** must not make the shard look trimmed (SL_ETRIMMED for a consumer whose
+** checkpoint compaction removed). */
+static void compacted_empty_segment_keeps_its_keys(void **state)
+{
+    const char *root = *state;
+    sl_vclock *vc;
+    assert_int_equal(sl_vclock_new(&vc, 1700000000000LL), 0);
+    enum { N = 300 };
+    static uint64_t seq[N];
+    sl_stream *s = compacting(root, vc, seq, N);
+    assert_int_equal(sl_consumer_register(s, "c", SL_CONSUMER_SHARED), 0);
+    sl_consumer *c;
+    assert_int_equal(sl_consumer_open(&c, s, "c"), 0);
+    assert_int_equal(sl_consumer_checkpoint(c, SHARD0, seq[1]), 0);
+    assert_int_equal(sl_consumer_close(c), 0);
+    sl_maint_stats st;
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.segments_compacted >= 3);
+    assert_int_equal(sl_stream_close(s), 0);
+    /* segment 1 is empty now; reopened, maintenance leaves it alone */
+    tu_opts o = {.clock = sl_vclock_clock(vc)};
+    s = tu_open(root, NAME, &o);
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_int_equal(st.segments_deleted, 0);
+    char *seg1 = tu_seg_path(root, NAME, 0, 1);
+    assert_int_equal(access(seg1, F_OK), 0);
+    assert_int_equal(sl_consumer_open(&c, s, "c"), 0);
+    uint64_t ck;
+    assert_int_equal(sl_consumer_get_checkpoint(c, SHARD0, &ck), 0);
+    assert_int_equal(ck, seq[1]);
+    sl_iter *it;
+    assert_int_equal(sl_consumer_iter_open(&it, c, SHARD0, SL_ITER_TRIM_HORIZON, 0), 0);
+    sl_record r;
+    sl_read_result res;
+    assert_int_equal(sl_iter_read(it, &r, 1, &res), 0);
+    assert_int_equal(res.count, 1);
+    assert_true(r.sequence > seq[1]);
+    sl_iter_close(it);
+    /* once its records' time has passed, retention deletes it as any other */
+    sl_vclock_advance(vc, 25 * 3600000LL);
+    assert_int_equal(sl_stream_maintain(s, -1, NULL, NULL, &st), 0);
+    assert_true(st.segments_deleted >= 1);
+    assert_int_equal(access(seg1, F_OK), -1);
+    assert_int_equal(sl_consumer_iter_open(&it, c, SHARD0, SL_ITER_TRIM_HORIZON, 0), SL_ETRIMMED);
+    assert_int_equal(sl_consumer_close(c), 0);
+    assert_int_equal(sl_stream_close(s), 0);
+    free(seg1);
+    sl_vclock_free(vc);
+}
+
+/* Wait (at most 5 s) until the preparer has taken the leftovers flag. */
+static bool leftovers_taken(sl_shard *sh)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (!__atomic_load_n(&sh->leftovers, __ATOMIC_ACQUIRE)) return true;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+static sl_stream *race_stream;
+static bool race_done;
+static int rename_racing_preparer(const char *from, const char *to)
+{
+    size_t n = strlen(from);
+    if (!race_done && n > 8 && !strcmp(from + n - 8, ".seg.tmp")) {
+        /* the preparer removes a dead writer's leftovers now, twice, so
+        ** that its first pass is over when the second begins */
+        race_done = true;
+        sl_shard *sh = race_stream->shards[0];
+        for (int pass = 0; pass < 2; pass++) {
+            __atomic_store_n(&sh->leftovers, true, __ATOMIC_RELEASE);
+            sl__stream_kick(race_stream);
+            assert_true(leftovers_taken(sh));
+        }
+    }
+    return rename(from, to);
+}
+
+/* The preparer removes the temporary files a dead writer left; a
+** compaction rewrite of an old segment, whose temporary file has the same
+** kind of name, must survive it. */
+static void leftover_removal_spares_rewrites(void **state)
+{
+    const char *root = *state;
+    enum { N = 300 };
+    static uint64_t seq[N];
+    sl_stream *s = compacting(root, NULL, seq, N);
+    assert_int_equal(sl_stream_close(s), 0);
+    /* a dead writer's rewrite of segment 2, and its spare */
+    char *stale = tu_path("%s/%s/shardId-%012u/%016x.seg.tmp", root, NAME, 0u, 2u);
+    char *spare = tu_path("%s/%s/shardId-%012u/%016x.seg.spare", root, NAME, 0u, 99u);
+    int fd = open(stale, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_true((fd = open(spare, O_CREAT | O_WRONLY, 0600)) >= 0);
+    close(fd);
+    tu_reports rep = {0};
+    tu_opts o = {.reports = &rep};
+    s = race_stream = tu_open(root, NAME, &o);
+    assert_true(leftovers_taken(s->shards[0]));
+    race_done = false;
+    sl__os.rename = rename_racing_preparer;
+    sl_maint_stats st;
+    int rc = sl_stream_maintain(s, -1, NULL, NULL, &st);
+    sl__os_reset();
+    if (rc) fprintf(stderr, "maintain: %s\n", sl_errmsg(s));
+    assert_int_equal(rc, 0);
+    assert_true(race_done);
+    assert_true(st.segments_compacted >= 3);
+    assert_int_equal(rep.count, 0);
+    /* the dead writer's files are gone */
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(spare, F_OK), -1);
+    assert_int_equal(sl_stream_close(s), 0);
+    free(stale);
+    free(spare);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +700,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(always_round_syncs_new_pages_only, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(always_survives_power_cut, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(sync_covers_inherited_segments, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(compacted_empty_segment_keeps_its_keys, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(leftover_removal_spares_rewrites, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }
