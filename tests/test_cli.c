@@ -575,6 +575,44 @@ static void json_output_parses(void **state)
     run_free(&r);
 }
 
+/* Base64 with an '=' anywhere but as padding at the end is refused, in
+** put-records' Data and in --data-base64, and nothing is written (the
+** decoder took such an '=' as zero bits; found by fuzz/fuzz_jsonl.c). */
+static void misplaced_base64_padding_refused(void **state)
+{
+    const char *root = *state;
+    run_out r = RUN(root, NULL, "create-stream", "--stream-name", "b64");
+    expect_ok(&r);
+    run_free(&r);
+    static const char *const bad[] = {"AA=A", "=AAA", "YQ==YQ==", "Y===", "jGW=tGQ="};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "{\"PartitionKey\":\"k\",\"Data\":\"%s\"}\n", bad[i]);
+        r = RUN(root, line, "put-records", "--stream-name", "b64");
+        if (r.status != 2 || !strstr(r.err, "line 1: \"Data\" is not a base64 string"))
+            fail_msg("'%s': exit %d, '%s'", bad[i], r.status, r.err);
+        run_free(&r);
+        r = RUN(root, NULL, "put-record", "--stream-name", "b64", "--partition-key", "k",
+                "--data-base64", bad[i]);
+        if (r.status != 2 || !strstr(r.err, "--data-base64: not base64"))
+            fail_msg("--data-base64 '%s': exit %d, '%s'", bad[i], r.status, r.err);
+        run_free(&r);
+    }
+    /* padding where it belongs still decodes */
+    r = RUN(root, "{\"PartitionKey\":\"k\",\"Data\":\"YWI=\"}\n{\"PartitionKey\":\"k\","
+                  "\"Data\":\"YQ==\"}\n",
+            "put-records", "--stream-name", "b64");
+    expect_ok(&r);
+    run_free(&r);
+    r = RUN(root, NULL, "get-records", "--stream-name", "b64", "--shard-id",
+            "shardId-000000000000");
+    expect_ok(&r);
+    assert_non_null(strstr(r.out, " k ab\n"));
+    assert_non_null(strstr(r.out, " k a\n"));
+    assert_non_null(strstr(r.out, "-- 2 records"));
+    run_free(&r);
+}
+
 /* ---- encryption through the tool ------------------------------------------------------- */
 
 static void encrypted_stream_through_the_tool(void **state)
@@ -631,6 +669,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_input_exits_2_with_a_message, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(json_output_parses, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(encrypted_stream_through_the_tool, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(misplaced_base64_padding_refused, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

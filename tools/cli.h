@@ -89,6 +89,19 @@ const char *mode_name(sl_stream_mode m);
 ** nothing otherwise.  done == total ends the line. */
 void progress(cli *c, const char *what, uint64_t done, uint64_t total);
 
+/* put-records' JSON Lines input (cmd_data.c): parse and check one line
+** into an entry that owns its strings.  0; -1, bad input, with *why a
+** malloc'd message without the "line N: " prefix (NULL without memory);
+** -2, out of memory.  On failure *out holds nothing.  (Also run by
+** fuzz/fuzz_jsonl.c.) */
+typedef struct pentry {
+    char *key, *ehk;
+    unsigned char *data;
+    size_t len;
+} pentry;
+int put_entry_parse(const char *line, pentry *out, char **why);
+void pentry_free(pentry *e);
+
 /* The subcommands. */
 int cmd_create_stream(cli *c);
 int cmd_delete_stream(cli *c);

@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -67,14 +69,7 @@ int cmd_put_record(cli *c)
     return 0;
 }
 
-/* One JSON Lines entry, owned strings and data. */
-typedef struct pentry {
-    char *key, *ehk;
-    unsigned char *data;
-    size_t len;
-} pentry;
-
-static void pentry_free(pentry *e)
+void pentry_free(pentry *e)
 {
     free(e->key);
     free(e->ehk);
@@ -82,44 +77,93 @@ static void pentry_free(pentry *e)
     memset(e, 0, sizeof *e);
 }
 
-/* Parse one line; on error, print it with the line number and exit 2. */
-static void parse_line(cli *c, const char *line, size_t lineno, pentry *out)
+/* A malloc'd message for put_entry_parse (NULL if even that fails). */
+static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *msg(const char *fmt, ...)
+{
+    va_list ap;
+    char *m;
+    va_start(ap, fmt);
+    int r = vasprintf(&m, fmt, ap);
+    va_end(ap);
+    return r < 0 ? NULL : m;
+}
+
+/* (cli.h) */
+int put_entry_parse(const char *line, pentry *out, char **why)
 {
     json_error_t err;
+    int rc = 0;
+    *why = NULL;
+    memset(out, 0, sizeof *out);
     json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &err);
-    if (!j) usage_fail(c, "line %zu: not JSON: %s", lineno, err.text);
-    if (!json_is_object(j)) usage_fail(c, "line %zu: not a JSON object", lineno);
+    if (!j) {
+        *why = msg("not JSON: %s", err.text);
+        return -1;
+    }
+    if (!json_is_object(j)) {
+        *why = msg("not a JSON object");
+        json_decref(j);
+        return -1;
+    }
     json_t *k = json_object_get(j, "PartitionKey"), *d = json_object_get(j, "Data"),
            *t = json_object_get(j, "Text"), *h = json_object_get(j, "ExplicitHashKey");
     const char *key;
     json_object_foreach(j, key, k) {
         if (strcmp(key, "PartitionKey") && strcmp(key, "Data") && strcmp(key, "Text") &&
-            strcmp(key, "ExplicitHashKey"))
-            usage_fail(c, "line %zu: unknown field \"%s\" (PartitionKey, Data, Text, "
-                          "ExplicitHashKey)", lineno, key);
+            strcmp(key, "ExplicitHashKey")) {
+            *why = msg("unknown field \"%s\" (PartitionKey, Data, Text, ExplicitHashKey)", key);
+            rc = -1;
+            goto out;
+        }
     }
     k = json_object_get(j, "PartitionKey");
-    if (!json_is_string(k)) usage_fail(c, "line %zu: \"PartitionKey\" must be a string", lineno);
-    if (!!d == !!t) usage_fail(c, "line %zu: give exactly one of \"Data\" (base64) and \"Text\"",
-                               lineno);
-    if (h && !json_is_string(h))
-        usage_fail(c, "line %zu: \"ExplicitHashKey\" must be a string", lineno);
+    rc = -1;
+    if (!json_is_string(k)) {
+        *why = msg("\"PartitionKey\" must be a string");
+        goto out;
+    }
+    if (!!d == !!t) {
+        *why = msg("give exactly one of \"Data\" (base64) and \"Text\"");
+        goto out;
+    }
+    if (h && !json_is_string(h)) {
+        *why = msg("\"ExplicitHashKey\" must be a string");
+        goto out;
+    }
     out->key = strdup(json_string_value(k));
     out->ehk = h ? strdup(json_string_value(h)) : NULL;
     if (d) {
-        if (!json_is_string(d) || b64_decode(json_string_value(d), &out->data, &out->len) != 0)
-            usage_fail(c, "line %zu: \"Data\" is not a base64 string", lineno);
+        if (!json_is_string(d) || b64_decode(json_string_value(d), &out->data, &out->len) != 0) {
+            *why = msg("\"Data\" is not a base64 string");
+            goto out;
+        }
     } else {
-        if (!json_is_string(t)) usage_fail(c, "line %zu: \"Text\" must be a string", lineno);
+        if (!json_is_string(t)) {
+            *why = msg("\"Text\" must be a string");
+            goto out;
+        }
         out->len = json_string_length(t);
         out->data = malloc(out->len + 1);
         if (out->data) memcpy(out->data, json_string_value(t), out->len);
     }
-    if (!out->key || (!out->data && out->len) || (h && !out->ehk)) {
+    rc = !out->key || (!out->data && out->len) || (h && !out->ehk) ? -2 : 0;
+out:
+    json_decref(j);
+    if (rc) pentry_free(out);
+    return rc;
+}
+
+/* Parse one line; on error, print it with the line number and exit 2. */
+static void parse_line(cli *c, const char *line, size_t lineno, pentry *out)
+{
+    char *why;
+    int r = put_entry_parse(line, out, &why);
+    if (r == -1) usage_fail(c, "line %zu: %s", lineno, why ? why : "out of memory");
+    if (r) {
         fprintf(stderr, "shardlog put-records: out of memory\n");
         exit(1);
     }
-    json_decref(j);
 }
 
 int cmd_put_records(cli *c)
