@@ -179,12 +179,22 @@ uninstall:
 install-check:
 	@MAKE="$(MAKE)" CC="$(CC)" scripts/install-check
 
-# The long run: 500 SIGKILL rounds per crash case (6 cases) instead of 25.
+# The long runs (issue 9): the crash test, 500 SIGKILL rounds per case
+# (6 cases) instead of 25; the crash matrix, 200 rounds per case (24 cases,
+# 4,800 kills) instead of 14; the power-cut simulation, 5,000 cut points
+# (15,000 rebuilt streams) instead of 400; the fault sweep with every
+# injection even if it grows past its sampling threshold.  About 15 min.
 STRESS_ITERS ?= 500
+STRESS_MATRIX_ITERS ?= 200
+STRESS_POWERCUT_ITERS ?= 5000
+STRESS_TESTS := $(addprefix $(B)/tests/,test_crash test_crashmatrix test_powercut test_faults)
 stress: deps
 	@$(MAKE) --no-print-directory stress-run
-stress-run: $(B)/tests/test_crash
+stress-run: $(STRESS_TESTS)
 	SL_CRASH_ITERS=$(STRESS_ITERS) $(B)/tests/test_crash
+	SL_CRASH_ITERS=$(STRESS_MATRIX_ITERS) $(B)/tests/test_crashmatrix
+	SL_POWERCUT_ITERS=$(STRESS_POWERCUT_ITERS) $(B)/tests/test_powercut
+	SL_FAULT_ALL=1 $(B)/tests/test_faults
 
 clean:
 	rm -rf build
