@@ -200,3 +200,90 @@ clean:
 	rm -rf build
 
 -include $(wildcard $(B)/obj/*.d $(B)/pic/*.d $(B)/bench/obj/*.d)
+
+# ==== fuzzing (fuzz/, issue 9) ================================================
+#   make fuzz            build the libFuzzer targets (clang; ASan + UBSan) and
+#                        run each for FUZZ_SECONDS (60), from its seed corpus
+#                        fuzz/corpus/<target>/; needs clang's libFuzzer
+#                        (`scripts/deps fuzz` installs it as root)
+#   make fuzz-short      the same, 10 s each (CI; `make -j2` runs two at once)
+#   make fuzz-build      build only;  make fuzz-corpus  rewrite the seeds
+#   make fuzz-run-<t>    run one target (FUZZ_ARGS: more libFuzzer options)
+# Everything is built into build/fuzz, its own tree, whatever B and SAN say.
+# Inputs found during runs go to build/fuzz/corpus/<t>/ (the committed
+# corpus is only read), crashes to build/fuzz/artifacts/<t>-*, logs to
+# build/fuzz/logs/<t>.log.  Reproduce a crash: build/fuzz/fuzz_<t> <file>.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := record segment cold manifest slots journal jsonl
+FZ           := build/fuzz
+FUZZ_FLAGS   := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -D_GNU_SOURCE \
+                -Iinclude -pthread -fvisibility=hidden -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all \
+                $(shell pkg-config --cflags $(DEPS) jansson 2>/dev/null)
+FUZZ_LIBS    := $(LIBS) $(shell pkg-config --libs jansson 2>/dev/null) -lm
+FUZZ_RUN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+FUZZ_BINS    := $(addprefix $(FZ)/fuzz_,$(FUZZ_TARGETS))
+FUZZ_COMMON  := $(FZ)/fuzz/fixture.o $(FZ)/libshardlog.a
+# the tool's sources, for jsonl (main() renamed: libFuzzer has its own)
+FUZZ_TOOL    := $(patsubst tools/%.c,$(FZ)/tools/%.o,$(wildcard tools/*.c))
+
+# (fuzz-run-<t> is a pattern rule: make skips those for .PHONY targets)
+.PHONY: fuzz fuzz-short fuzz-deps fuzz-build fuzz-run fuzz-corpus
+
+fuzz-deps:
+	@FUZZ_CC=$(FUZZ_CC) scripts/deps fuzz >&2
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@$(MAKE) --no-print-directory fuzz-run
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+fuzz-build: $(FUZZ_BINS)
+fuzz-run: $(addprefix fuzz-run-,$(FUZZ_TARGETS))
+	@echo "fuzz: $(words $(FUZZ_TARGETS)) targets ran $(FUZZ_SECONDS) s each, no crash"
+
+# The library and the tool with coverage (fuzzer-no-link), the targets with
+# libFuzzer's main.  (Their objects are kept: no rebuild on every run.)
+.SECONDARY: $(patsubst %,$(FZ)/fuzz/fuzz_%.o,$(FUZZ_TARGETS)) $(FZ)/fuzz/make_corpus.o
+$(FZ)/obj/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FZ)/libshardlog.a: $(SRC:lib/%.c=$(FZ)/obj/%.o)
+	rm -f $@ && $(AR) rcs $@ $^
+$(FZ)/tools/%.o: tools/%.c tools/cli.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(if $(filter main,$*),-Dmain=shardlog_main) \
+	    -MMD -MP -c $< -o $@
+$(FZ)/fuzz/%.o: fuzz/%.c fuzz/fuzz.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -Ilib -Itools -MMD -MP -c $< -o $@
+$(FZ)/fuzz_%: $(FZ)/fuzz/fuzz_%.o $(FUZZ_COMMON)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_COMMON) $(FUZZ_LIBS)
+$(FZ)/fuzz_jsonl: $(FZ)/fuzz/fuzz_jsonl.o $(FUZZ_TOOL) $(FUZZ_COMMON)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_TOOL) $(FUZZ_COMMON) $(FUZZ_LIBS)
+$(FZ)/make_corpus: $(FZ)/fuzz/make_corpus.o $(FUZZ_COMMON)
+	$(FUZZ_CC) -fsanitize=address,undefined -o $@ $< $(FUZZ_COMMON) $(FUZZ_LIBS)
+
+# One run: the scratch corpus first (where libFuzzer adds), then the seeds.
+fuzz-run-%: $(FZ)/fuzz_%
+	@mkdir -p $(FZ)/corpus/$* $(FZ)/artifacts $(FZ)/logs
+	@echo "fuzz $*: running $(FUZZ_SECONDS) s (log: $(FZ)/logs/$*.log)"
+	@if $(FUZZ_RUN_ENV) $(FZ)/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=25 \
+	      -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FZ)/artifacts/$*- \
+	      $(FUZZ_ARGS) $(FZ)/corpus/$* fuzz/corpus/$* > $(FZ)/logs/$*.log 2>&1; then \
+	    awk -v t=$* '/^stat::number_of_executed_units/ {n=$$2} \
+	      /^stat::average_exec_per_sec/ {r=$$2} /^stat::new_units_added/ {u=$$2} \
+	      / cov: / {c=$$0; sub(/.* cov: /, "", c); sub(/ .*/, "", c)} \
+	      END {printf "fuzz %s: %s runs, %s exec/s, coverage %s, %s new inputs\n", t, n, r, c, u}' \
+	      $(FZ)/logs/$*.log; \
+	else \
+	    echo "fuzz $*: FAILED; the end of $(FZ)/logs/$*.log:"; tail -n 60 $(FZ)/logs/$*.log; \
+	    ls $(FZ)/artifacts/$*-* 2>/dev/null; exit 1; \
+	fi
+
+# Rewrite the committed seeds (deterministic; see fuzz/make_corpus.c).
+fuzz-corpus: $(FZ)/make_corpus
+	$(FUZZ_RUN_ENV) $(FZ)/make_corpus fuzz/corpus
+
+-include $(wildcard $(FZ)/obj/*.d $(FZ)/tools/*.d $(FZ)/fuzz/*.d)

@@ -693,6 +693,17 @@ static int slot_pick(const uint8_t pair[CKPT_PAIR], uint32_t shard, uint64_t id)
     return ok1 ? 1 : ok0 ? 0 : -1;
 }
 
+/* for fuzz/ (fuzz_slots.c): the CONSUMER and CHECKPOINTS decoders above */
+bool sl__cons_decode(const uint8_t *b, size_t len, const char *name, sl_consumer_info *ci,
+                     char *why, size_t whylen)
+{
+    return cons_decode(b, len, name, ci, why, whylen);
+}
+int sl__ckpt_slot_pick(const uint8_t *pair, uint32_t shard, uint64_t id)
+{
+    return slot_pick(pair, shard, id);
+}
+
 /* The checkpoint of shard sh: 0, SL_ENOTFOUND (none valid), SL_EIO. */
 static int ckpt_read(sl_consumer *c, sl_shard *sh, uint64_t *seq)
 {

@@ -801,6 +801,11 @@ struct sl_consumer {
 };
 /* The counters of (c, shard index); NULL only without memory. */
 SL_HIDDEN sl_ccount *sl__consumer_count(sl_consumer *c, uint32_t shard);
+/* for fuzz/: CONSUMER (168 bytes, found in directory `name`) and a
+** CHECKPOINTS slot pair (128 bytes: the newest valid slot, 0 or 1, or -1) */
+SL_HIDDEN bool sl__cons_decode(const uint8_t *b, size_t len, const char *name,
+                               sl_consumer_info *ci, char *why, size_t whylen);
+SL_HIDDEN int sl__ckpt_slot_pick(const uint8_t *pair, uint32_t shard, uint64_t id);
 
 /* ---- Iterators (iterator.c) ---------------------------------------------- */
 /* The read itself, without budgets, faults or expiry: up to limit records
@@ -1054,6 +1059,9 @@ static inline int64_t sl__now(sl_stream *s)
 {
     return s->clock.now_ms(s->clock.ctx);
 }
+/* for fuzz/: a SEQ slot (64 bytes) of stream_id, or false */
+SL_HIDDEN bool sl__seq_slot_decode(const uint8_t *b, uint64_t stream_id, uint64_t *gen,
+                                   uint64_t *ceiling);
 /* Take n consecutive sequence numbers (reserving durably when needed). */
 SL_HIDDEN int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first);
 SL_HIDDEN sl_shard *sl__stream_route(sl_stream *s, sl_u128 hash);

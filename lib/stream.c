@@ -150,6 +150,12 @@ static bool seq_slot_decode(const uint8_t b[64], uint64_t stream_id,
     return true;
 }
 
+/* for fuzz/ (fuzz_slots.c): the SEQ slot decoder above */
+bool sl__seq_slot_decode(const uint8_t *b, uint64_t stream_id, uint64_t *gen, uint64_t *ceiling)
+{
+    return seq_slot_decode(b, stream_id, gen, ceiling);
+}
+
 /* Write the new ceiling durably.  Caller holds seq_mu (or is alone). */
 static int seq_write(sl_stream *s, uint64_t ceiling)
 {
