@@ -396,6 +396,10 @@ SL_HIDDEN int sl__seg_create(sl_seg **out, const sl_segctx *c,
 ** is the newest segment of its shard.  Damage is reported through c.
 ** Returns 0 and *out (NULL if the file is unusable and was quarantined or
 ** skipped), or a hard error (SL_EIO, SL_ENOMEM, SL_ENOSPC). */
+/* Set a damaged segment file aside: the writer renames it to .corrupt, a
+** reader skips it; either way the damage is reported through c. */
+SL_HIDDEN void sl__seg_quarantine(const sl_segctx *c, const char *path, bool writer,
+                                  const char *why);
 SL_HIDDEN int sl__seg_open(sl_seg **out, const sl_segctx *c,
                            const char *path, uint64_t ordinal, bool writer,
                            bool last, bool writer_alive);

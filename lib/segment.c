@@ -1172,8 +1172,7 @@ static int recover_reader(sl_seg *g, const sl_segctx *c, bool want_index)
 
 /* ---- open --------------------------------------------------------------- */
 
-static void quarantine(const sl_segctx *c, const char *path, bool writer,
-                       const char *why)
+void sl__seg_quarantine(const sl_segctx *c, const char *path, bool writer, const char *why)
 {
     if (writer) {
         char *q;
@@ -1205,7 +1204,7 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
         goto out;
     }
     if (st.st_size < (off_t)SL_SEG_HDR) {
-        quarantine(c, path, writer, "file shorter than a segment header");
+        sl__seg_quarantine(c, path, writer, "file shorter than a segment header");
         goto out;
     }
     if (sl__os_pread_all(fd, h, sizeof h, 0) != 0) {
@@ -1218,7 +1217,7 @@ int sl__seg_open(sl_seg **out, const sl_segctx *c, const char *path,
         goto out;
     }
     if (hc > 0) {
-        quarantine(c, path, writer, why);
+        sl__seg_quarantine(c, path, writer, why);
         goto out;
     }
     if (!(g = calloc(1, sizeof *g)) || !(g->path = strdup(path))) {

@@ -155,6 +155,22 @@ static int ensure_loaded(sl_shard *sh, size_t i)
         return 0;
     }
     sh->segs[i] = g;
+    sl_seg *n = i + 1 < sh->nseg ? sh->segs[i + 1] : NULL;
+    if (n && n->loaded && g->count && n->count && g->last_seq >= n->first_seq) {
+        /* numbers rise along the list (seeks binary-search it; the writer
+        ** continues from the newest segment): one that reaches into the
+        ** next segment's is damaged or forged, its checksums notwithstanding,
+        ** and is set aside like a damaged header */
+        char why[128];
+        snprintf(why, sizeof why,
+                 "sequence numbers up to %" PRIu64 " reach into the next segment's (from %" PRIu64
+                 ")", g->last_seq, n->first_seq);
+        sl__seg_quarantine(&c, g->path, !sh->s->readonly, why);
+        sl__seg_free(g);
+        memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
+        sh->nseg--;
+        return 0;
+    }
     return g->count || !sl__seg_is_sealed(g) ? 0 : carry_into(sh, i);
 }
 

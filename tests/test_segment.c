@@ -432,6 +432,69 @@ static void truncated_inside_index(void **state)
     free(active);
 }
 
+/* Sequence numbers rise along a shard's segments: seeks binary-search them
+** and the writer continues from the newest.  An older segment whose numbers
+** reach into the next one's (damaged or forged, its checksums valid) is set
+** aside -- skipped by a reader, quarantined by the writer -- and seeks and
+** new puts work.  (Found by fuzz/fuzz_segment.c: the put after recovery
+** could not be found, SL_EINVAL.) */
+static void overlapping_older_segment_set_aside(void **state)
+{
+    const char *root = *state;
+    static uint64_t seqs[40];
+    seed(root, 40, 200, seqs);                       /* segment 1, active */
+    /* segment 2 by hand: one record numbered inside segment 1's range */
+    char *seg1 = tu_seg_path(root, NAME, 0, 1);
+    char *dir = tu_path("%s/%s/shardId-%012u", root, NAME, 0u);
+    int fd = open(seg1, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t h[64];
+    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    int64_t now = (int64_t)time(NULL) * 1000;     /* (the stream's real clock) */
+    sl_segctx c = {.stream_id = sl__ld64(h + 40), .shard_index = 0, .shard_id = SHARD0,
+                   .now_ms = now};
+    sl_seg *g;
+    assert_int_equal(sl__seg_create(&g, &c, dir, 2, SL_SEGMENT_BYTES_MIN), 0);
+    assert_int_equal(sl__seg_append(g, seqs[20], now, "k", 1, "forged", 6, NULL), 0);
+    sl__seg_publish(g);
+    sl__seg_free(g);
+    for (int writer = 0; writer < 2; writer++) {
+        tu_reports rep = {0};
+        tu_opts o = {.reports = &rep, .flags = writer ? 0 : SL_OPEN_READONLY};
+        sl_stream *s = tu_open(root, NAME, &o);
+        tu_recs r = {0};
+        tu_read_all(s, &r);
+        if (r.n != 1) fail_msg("writer %d: %zu records; reports: %s", writer, r.n, rep.all);
+        assert_int_equal(r.v[0].seq, seqs[20]);
+        assert_memory_equal(r.v[0].data, "forged", 6);
+        tu_recs_free(&r);
+        assert_non_null(strstr(rep.all, "reach into the next segment's"));
+        assert_non_null(strstr(rep.all, writer ? "quarantined" : "skipped"));
+        assert_int_equal(access(seg1, F_OK), writer ? -1 : 0);
+        sl_iter *it;
+        assert_int_equal(sl_iter_open(&it, s, SHARD0, SL_ITER_AT_SEQUENCE_NUMBER, seqs[20]), 0);
+        sl_iter_close(it);
+        if (writer) {
+            sl_producer *p;
+            assert_int_equal(sl_producer_open(&p, s), 0);
+            uint64_t seq = tu_put(p, "k", 1);
+            assert_true(seq > seqs[39]);
+            assert_int_equal(sl_iter_open(&it, s, SHARD0, SL_ITER_AT_SEQUENCE_NUMBER, seq), 0);
+            sl_record rec;
+            sl_read_result res;
+            assert_int_equal(sl_iter_read(it, &rec, 1, &res), 0);
+            assert_int_equal(res.count, 1);
+            assert_true(rec.sequence == seq);
+            sl_iter_close(it);
+            sl_producer_close(p);
+        }
+        assert_int_equal(sl_stream_close(s), 0);
+    }
+    free(dir);
+    free(seg1);
+}
+
 /* Damage in the middle of the active segment (not at its tail) is not
 ** mistaken for a torn tail: the records after it are kept, the segment is
 ** sealed, and writes continue in a new one. */
@@ -627,6 +690,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(truncated_before_hinted_index_entry, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(truncated_inside_index, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(overlapping_older_segment_set_aside, tu_setup,
+                                        tu_teardown),
         cmocka_unit_test_setup_teardown(damage_inside_active_segment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_fault_hook, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_mid_batch, tu_setup, tu_teardown),
