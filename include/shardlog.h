@@ -687,7 +687,10 @@ typedef enum sl_iter_type {
 ** sequence number or time costs O(log n) in the shard's records.
 ** @return 0, SL_ENOTFOUND (no such shard), SL_EVALIDATION (bad type),
 **         SL_EINVAL (the sequence number is not a record of this shard, as
-**         Kinesis rejects a number from another shard). */
+**         Kinesis rejects a number from another shard).  On a stream with
+**         SL_COMPACTION_KEY, the number of a record compaction removed from
+**         a sealed segment is still a position: the read starts at the next
+**         record there. */
 SL_API int sl_iter_open(sl_iter **out, sl_stream *s, const char *shard_id,
                         sl_iter_type type, uint64_t arg);
 SL_API void sl_iter_close(sl_iter *it);                  /* accepts NULL */
