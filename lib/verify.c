@@ -450,7 +450,9 @@ static uint32_t idx_cap(const vseg *vs, uint64_t n)
 {
     uint64_t maxn = (vs->fb - SL_SEG_HDR - SL_SEG_TRAILER) / SL_IDX_ENTRY;
     if (n > maxn) n = maxn;
-    while (n && slot_off(vs->fb, (uint32_t)(n - 1)) + SL_IDX_ENTRY > vs->size) n--;
+    /* entry 0 is the highest (the index grows down from the trailer): in a
+    ** file cut short below it, none can be read */
+    if (n && slot_off(vs->fb, 0) + SL_IDX_ENTRY > vs->size) n = 0;
     return (uint32_t)n;
 }
 

@@ -6,7 +6,6 @@
 */
 #include "testutil.h"
 
-#include <sys/mman.h>
 #include <sys/mount.h>
 
 #define SHARD0 "shardId-000000000000"
@@ -356,18 +355,6 @@ static void truncated_segments(void **state)
     free(active);
 }
 
-/* mmap with nothing readable after the mapping (64 KiB of PROT_NONE), so
-** that a read past the end of a truncated file faults at once */
-static void *mmap_guarded(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-    size_t mapped = (len + 4095) & ~(size_t)4095, guard = 1u << 16;
-    void *r = mmap(addr, mapped + guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r == MAP_FAILED) return r;
-    void *p = mmap(r, len, prot, flags | MAP_FIXED, fd, off);
-    if (p == MAP_FAILED) munmap(r, mapped + guard);
-    return p;         /* the library unmaps len bytes; the guard stays reserved */
-}
-
 /* A read-only open (no writer alive) of an active segment cut short after
 ** its records but before its index: the header's recovery hint names an
 ** index entry past the end of the file, which must not be read (it lies
@@ -378,7 +365,7 @@ static void truncated_before_hinted_index_entry(void **state)
     seed(*state, 40, 200, seqs);                     /* 3 index entries */
     char *active = tu_seg_path(*state, NAME, 0, 1);
     assert_int_equal(truncate(active, 16384), 0);    /* past the tail */
-    sl__os.mmap = mmap_guarded;
+    sl__os.mmap = tu_mmap_guarded;
     tu_reports rep = {0};
     tu_opts o = {.reports = &rep, .flags = SL_OPEN_READONLY};
     sl_stream *s = tu_open(*state, NAME, &o);
@@ -410,7 +397,7 @@ static void truncated_inside_index(void **state)
     assert_int_equal(tu_nsegs(*state, NAME, 0), 1);
     char *active = tu_seg_path(*state, NAME, 0, 1);
     assert_int_equal(truncate(active, (4u << 20) - 4096), 0);   /* the index's last page */
-    sl__os.mmap = mmap_guarded;
+    sl__os.mmap = tu_mmap_guarded;
     tu_opts o = {.flags = SL_OPEN_READONLY};
     sl_stream *s = tu_open(*state, NAME, &o);
     tu_recs r = {0};

@@ -753,6 +753,38 @@ static void active_tail(void **state)
     free(pa);
 }
 
+/* A big active segment cut inside its index (which grows down from the
+** trailer over more than a page), verified by a read-only handle: the
+** entries past the cut -- entry 0 first, the highest -- must not be read
+** (they lie past the mapping; found by fuzz/fuzz_segment.c). */
+static void cut_inside_index(void **state)
+{
+    const char *root = *state;
+    tu_opts c = {.segment_bytes = 4u << 20};
+    sl_stream *w = tu_create(root, "cut", &c);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, w), 0);
+    char d[200];
+    memset(d, 'v', sizeof d);
+    for (int i = 0; i < 3000; i++) assert_int_equal(sl_put(p, "k", d, sizeof d, NULL), 0);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(w), 0);
+    char *pa = tu_seg_path(root, "cut", 0, 1);
+    fmap m = map_file(pa, false);
+    assert_true(sl__ld32(m.b + SL_H_INDEX_COUNT) * SL_IDX_ENTRY > 4096);  /* over a page */
+    unmap_file(&m);
+    assert_int_equal(truncate(pa, (4 << 20) - 4096), 0);
+    sl__os.mmap = tu_mmap_guarded;
+    sl_stream *s = open_ro(root, "cut", NULL);
+    char want[64];
+    snprintf(want, sizeof want, "file truncated to %u of %u bytes", (4u << 20) - 4096, 4u << 20);
+    sl_verify_stats st = verify_one(s, 1, (4u << 20) - 4096, want);
+    assert_int_equal(st.records, 3000);
+    assert_int_equal(sl_stream_close(s), 0);
+    sl__os_reset();
+    free(pa);
+}
+
 /* ---- encryption ---------------------------------------------------------------- */
 
 static void encrypted_records(void **state)
@@ -953,6 +985,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(damaged_header, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(damaged_cold_segment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(active_tail, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(cut_inside_index, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(encrypted_records, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(callback_stops, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(verify_during_appends, tu_setup, tu_teardown),

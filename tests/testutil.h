@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -276,6 +277,20 @@ static TU_UNUSED int tu_nsegs(const char *root, const char *name, uint32_t shard
 }
 
 /* Path of segment `ordinal` of shard `index` of stream root/name. */
+/* An mmap for sl__os.mmap with nothing readable after the mapping (64 KiB
+** of PROT_NONE), so that a read past the end of a truncated file faults at
+** once.  The library unmaps len bytes; the guard stays reserved. */
+static TU_UNUSED void *tu_mmap_guarded(void *addr, size_t len, int prot, int flags, int fd,
+                                       off_t off)
+{
+    size_t mapped = (len + 4095) & ~(size_t)4095, guard = 1u << 16;
+    void *r = mmap(addr, mapped + guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) return r;
+    void *p = mmap(r, len, prot, flags | MAP_FIXED, fd, off);
+    if (p == MAP_FAILED) munmap(r, mapped + guard);
+    return p;
+}
+
 static TU_UNUSED char *tu_seg_path(const char *root, const char *name, uint32_t shard,
                                    uint64_t ordinal)
 {
