@@ -207,10 +207,16 @@ SL_HIDDEN uint64_t sl__xxh3(const void *p, size_t n);
 SL_HIDDEN int sl__rec_write(uint8_t *dst, uint64_t seq, int64_t ms,
                             const void *key, uint32_t klen, const void *data,
                             uint32_t dlen, const sl_seal *e);
+/* Sequence numbers lie below 2^63.  A writer issuing 10 M/s would take
+** 29,000 years to get there; a record, trailer or SEQ slot naming a number
+** at or above it is damaged (or forged), and the writer refuses to issue
+** numbers past it (SL_ELIMIT) rather than wrap around to reused ones. */
+#define SL_SEQ_LIMIT ((uint64_t)1 << 63)
 /* Results of sl__rec_parse. */
 enum { SL_REC_OK = 0, SL_REC_END = 1, SL_REC_BAD = 2 };
 /* Parse the record at p with `avail` bytes before the region's end.
-** verify: also check the XXH3 (else only the header's consistency).
+** verify: also check the XXH3 (else only the header's consistency, the
+** sequence number below SL_SEQ_LIMIT included).
 ** SL_REC_END: a zero slot (the end of what was ever written). */
 SL_HIDDEN int sl__rec_parse(const uint8_t *p, uint64_t avail, bool verify,
                             sl_recview *out);

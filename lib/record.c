@@ -86,7 +86,7 @@ int sl__rec_parse(const uint8_t *p, uint64_t avail, bool verify,
     uint32_t klen = sl__ld16(p + 24), dlen = sl__ld32(p + 28);
     if ((flags & ~SL_REC_ENC) != 0 || sl__ld16(p + 26) != 0 || klen == 0 ||
         klen > SL_KEY_BYTES_MAX || (uint64_t)rec_bytes != sl__rec_bytes(flags, klen, dlen) ||
-        sl__pad8(rec_bytes) > avail)
+        sl__pad8(rec_bytes) > avail || sl__ld64(p + 8) >= SL_SEQ_LIMIT)
         return SL_REC_BAD;
     uint32_t body = rec_bytes - 8;
     if (verify && xxh3(p, body) != sl__ld64(p + body))

@@ -382,7 +382,8 @@ static bool trailer_load(sl_seg *g, const uint8_t t[SL_SEG_TRAILER])
     uint64_t count = sl__ld64(t + 8);
     if (end < SL_SEG_HDR || end % 8 || nidx > max_index_entries(g->file_bytes) ||
         end > idx_low_for(g->file_bytes, nidx) ||
-        (count == 0) != (end == SL_SEG_HDR) || (count > 0 && nidx == 0))
+        (count == 0) != (end == SL_SEG_HDR) || (count > 0 && nidx == 0) ||
+        sl__ld64(t + 24) >= SL_SEQ_LIMIT)
         return false;
     g->count = count;
     g->first_seq = sl__ld64(t + 16);
@@ -1579,7 +1580,7 @@ static bool cold_trailer_load(sl_seg *g, const uint8_t t[SL_SEG_TRAILER])
     if (tab < SL_SEG_HDR || tab % 8 || g->file_bytes < SL_SEG_TRAILER ||
         tab + (uint64_t)nblk * COLD_ENTRY != g->file_bytes - SL_SEG_TRAILER ||
         end < SL_SEG_HDR || end % 8 || (count == 0) != (end == SL_SEG_HDR) ||
-        (count == 0) != (nblk == 0) || count < nblk)
+        (count == 0) != (nblk == 0) || count < nblk || sl__ld64(t + 24) >= SL_SEQ_LIMIT)
         return false;
     g->count = count;
     g->first_seq = sl__ld64(t + 16);

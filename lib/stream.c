@@ -147,7 +147,7 @@ static bool seq_slot_decode(const uint8_t b[64], uint64_t stream_id,
         return false;
     *gen = sl__ld64(b + 8);
     *ceiling = sl__ld64(b + 16);
-    return true;
+    return *ceiling <= SL_SEQ_LIMIT;
 }
 
 /* for fuzz/ (fuzz_slots.c): the SEQ slot decoder above */
@@ -184,7 +184,11 @@ static int seq_reserve(sl_stream *s, uint64_t need_end)
     s->seq_last_reserve_ms = now;
     uint64_t c = atomic_load(&s->seq_ceiling);
     uint64_t base = need_end > c ? need_end : c;
-    return seq_write(s, base + s->seq_block);
+    if (base > SL_SEQ_LIMIT)
+        return sl__err(SL_ELIMIT, "sequence numbers exhausted: the stream has issued numbers "
+                                  "up to %" PRIu64 ", the limit", SL_SEQ_LIMIT);
+    uint64_t block = s->seq_block < SL_SEQ_LIMIT - base ? s->seq_block : SL_SEQ_LIMIT - base;
+    return seq_write(s, base + block);
 }
 
 int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first)
@@ -199,6 +203,12 @@ int sl__stream_take_seqs(sl_stream *s, uint64_t n, uint64_t *first)
     }
     *first = f;
     return rc;
+}
+
+/* A ceiling a wide gap above max_seen, within the sequence space. */
+static uint64_t seq_above(uint64_t max_seen)
+{
+    return max_seen < SL_SEQ_LIMIT - SEQ_LOST_GAP ? max_seen + SEQ_LOST_GAP : SL_SEQ_LIMIT;
 }
 
 /* Writer: load the reservation ceiling (the first put reserves a block). */
@@ -238,7 +248,7 @@ static int seq_open(sl_stream *s, uint64_t max_seen)
         /* Both slots damaged: we cannot know how far numbers were issued
         ** (a power cut may have lost records that readers saw), so leave a
         ** wide gap above everything on disk. */
-        ceiling = max_seen + SEQ_LOST_GAP;
+        ceiling = seq_above(max_seen);
         s->seq_gen = 0;
         sl__stream_report(s, SL_ECORRUPT,
                           "%s: both reservation slots damaged; sequence numbers "
@@ -251,7 +261,7 @@ static int seq_open(sl_stream *s, uint64_t max_seen)
                           "%s/SEQ: ceiling %" PRIu64 " is below record %" PRIu64
                           " on disk; resuming above it",
                           s->dir, ceiling, max_seen);
-        ceiling = max_seen + SEQ_LOST_GAP;
+        ceiling = seq_above(max_seen);
     }
     /* nothing is reserved yet: the first put reserves a block (and pays the
     ** fdatasync).  Syncing at open would make every reopen wait for the

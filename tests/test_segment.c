@@ -431,21 +431,8 @@ static void overlapping_older_segment_set_aside(void **state)
     static uint64_t seqs[40];
     seed(root, 40, 200, seqs);                       /* segment 1, active */
     /* segment 2 by hand: one record numbered inside segment 1's range */
+    tu_forge_segment(root, NAME, 2, seqs[20], (int64_t)time(NULL) * 1000, "forged");
     char *seg1 = tu_seg_path(root, NAME, 0, 1);
-    char *dir = tu_path("%s/%s/shardId-%012u", root, NAME, 0u);
-    int fd = open(seg1, O_RDONLY);
-    assert_true(fd >= 0);
-    uint8_t h[64];
-    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
-    close(fd);
-    int64_t now = (int64_t)time(NULL) * 1000;     /* (the stream's real clock) */
-    sl_segctx c = {.stream_id = sl__ld64(h + 40), .shard_index = 0, .shard_id = SHARD0,
-                   .now_ms = now};
-    sl_seg *g;
-    assert_int_equal(sl__seg_create(&g, &c, dir, 2, SL_SEGMENT_BYTES_MIN), 0);
-    assert_int_equal(sl__seg_append(g, seqs[20], now, "k", 1, "forged", 6, NULL), 0);
-    sl__seg_publish(g);
-    sl__seg_free(g);
     for (int writer = 0; writer < 2; writer++) {
         tu_reports rep = {0};
         tu_opts o = {.reports = &rep, .flags = writer ? 0 : SL_OPEN_READONLY};
@@ -478,7 +465,6 @@ static void overlapping_older_segment_set_aside(void **state)
         }
         assert_int_equal(sl_stream_close(s), 0);
     }
-    free(dir);
     free(seg1);
 }
 

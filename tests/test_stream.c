@@ -401,6 +401,59 @@ static void reopen_keeps_everything(void **state)
 
 /* Delete every segment file (as retention will): new sequence numbers are
 ** still above every number ever issued. */
+/* Sequence numbers lie below 2^63 (SL_SEQ_LIMIT).  A record numbered at or
+** above it (forged: its checksum holds) is damage, not a record, and does
+** not drag the writer's numbers along: they wrapped around past 2^64 to
+** small, reused ones, and the put's own record could not be found (found
+** by fuzz/fuzz_segment.c).  A valid record just below the limit leaves no
+** numbers to issue: puts fail with SL_ELIMIT instead of wrapping. */
+static void sequence_space_ends_loudly(void **state)
+{
+    const char *root = *state;
+    int64_t now = (int64_t)time(NULL) * 1000;        /* (the streams' real clock) */
+    for (int near = 0; near < 2; near++) {
+        const char *name = near ? "near" : "past";
+        sl_stream *s = tu_create(root, name, NULL);
+        sl_producer *p;
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        uint64_t first = tu_put(p, "k", 0);
+        sl_producer_close(p);
+        assert_int_equal(sl_stream_close(s), 0);
+        uint64_t forged = near ? SL_SEQ_LIMIT - 3 : UINT64_MAX - 66;
+        tu_forge_segment(root, name, 2, forged, now, "forged");
+        tu_reports rep = {0};
+        tu_opts o = {.reports = &rep};
+        s = tu_open(root, name, &o);
+        tu_recs r = {0};
+        tu_read_all(s, &r);
+        assert_int_equal(r.n, near ? 2 : 1);
+        assert_int_equal(r.v[0].seq, first);
+        if (near) assert_true(r.v[1].seq == forged);
+        tu_recs_free(&r);
+        assert_int_equal(sl_producer_open(&p, s), 0);
+        uint64_t seq = 0;
+        int rc = sl_put(p, "k", "after", 5, &seq);
+        if (near) {
+            /* the writer resumes a wide gap above a number it did not
+            ** reserve itself: past the limit, so none is left, now or later */
+            for (int i = 0; i < 2; i++) {
+                assert_int_equal(rc, SL_ELIMIT);
+                assert_non_null(strstr(sl_errmsg(p), "sequence numbers exhausted"));
+                rc = sl_put(p, "k", "after", 5, &seq);
+            }
+        } else {
+            assert_int_equal(rc, 0);
+            assert_true(seq > first);
+            sl_iter *it;
+            assert_int_equal(sl_iter_open(&it, s, "shardId-000000000000",
+                                          SL_ITER_AT_SEQUENCE_NUMBER, seq), 0);
+            sl_iter_close(it);
+        }
+        sl_producer_close(p);
+        assert_int_equal(sl_stream_close(s), 0);
+    }
+}
+
 static void sequence_never_reused(void **state)
 {
     sl_stream_config c = base_cfg("sq");
@@ -544,6 +597,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(read_only_follower_in_another_process, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(reopen_keeps_everything, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(sequence_never_reused, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(sequence_space_ends_loudly, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(permissions_and_layout, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(bad_arguments, tu_setup, tu_teardown),
     };

@@ -297,6 +297,32 @@ static TU_UNUSED char *tu_seg_path(const char *root, const char *name, uint32_t 
     return tu_path("%s/%s/shardId-%012u/%016" PRIx64 ".seg", root, name, shard, ordinal);
 }
 
+/* Forge segment `ordinal` of shard 0 of stream `name` by hand, with the
+** library's segment writer: one record (key "k") numbered seq, arriving at
+** ms, left active (as a crashed writer leaves its newest segment).  The
+** stream id comes from segment 1's header. */
+static TU_UNUSED void tu_forge_segment(const char *root, const char *name, uint64_t ordinal,
+                                       uint64_t seq, int64_t ms, const char *data)
+{
+    char *seg1 = tu_seg_path(root, name, 0, 1);
+    char *dir = tu_path("%s/%s/shardId-%012u", root, name, 0u);
+    int fd = open(seg1, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t h[64];
+    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+    close(fd);
+    sl_segctx c = {.stream_id = sl__ld64(h + 40), .shard_index = 0,
+                   .shard_id = "shardId-000000000000", .now_ms = ms};
+    sl_seg *g;
+    assert_int_equal(sl__seg_create(&g, &c, dir, ordinal, SL_SEGMENT_BYTES_MIN), 0);
+    assert_int_equal(sl__seg_append(g, seq, ms, "k", 1, data, (uint32_t)strlen(data), NULL), 0);
+    sl__seg_publish(g);
+    sl__seg_free(g);
+    free(dir);
+    free(seg1);
+}
+
+
 /* Flip one byte of a file in place. */
 static TU_UNUSED void tu_flip_byte(const char *path, off_t off)
 {
