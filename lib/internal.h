@@ -574,6 +574,8 @@ struct sl_shard {
 
     sl_shard_rl *rl;                  /* rate limits and counters */
     uint64_t gone_seq;                /* (seglock) largest deleted seq */
+    bool gone_unknown;                /* (I) GONE damaged: the oldest
+                                         segment left tells (shard.c) */
     pthread_mutex_t drop_mu;          /* one segment deletion at a time */
     uint64_t compacted_upto;          /* (maintenance) newest sealed ordinal
                                          at the last key compaction */

@@ -24,8 +24,9 @@
 ** or, for a cap drop, was never meant to be lost.
 **
 ** Readers learn of deleted data through the shard's gone_seq: the largest
-** sequence number deleted, in memory, and after a reopen the number just
-** below the oldest segment left when that is not the shard's first.
+** sequence number deleted, in memory and in the shard's GONE file (written
+** before each deletion; if it is damaged, the number just below the oldest
+** segment left when that is not the shard's first).
 */
 #include "internal.h"
 

@@ -334,7 +334,7 @@ static int load_from(sl_shard *sh, uint64_t after, bool writer, bool writer_aliv
     return rc;
 }
 
-static int gone_read(const sl_shard *sh, uint64_t *gone);
+static int gone_read(sl_shard *sh, uint64_t *gone);
 
 int sl__shard_load(sl_shard *sh, bool writer, bool writer_alive)
 {
@@ -832,8 +832,9 @@ bool sl__shard_oldest_sealed(sl_shard *sh, int64_t *last_ms)
 /* <shard>/GONE: {u64 gone_seq, u64 XXH3 of those 8 bytes}, replaced
 ** atomically before a segment file is deleted, so that after a reopen the
 ** shard still knows how far its records were removed, even when nothing of
-** it is left.  A missing or damaged file means 0 (then the oldest remaining
-** segment tells, if it is not the shard's first). */
+** it is left.  A missing file means 0 (nothing was ever deleted); a damaged
+** one, that the oldest remaining segment tells, if it is not the shard's
+** first (sl__shard_gone_seq). */
 #define GONE_FILE "GONE"
 
 static int gone_write(sl_shard *sh, uint64_t gone)
@@ -851,7 +852,7 @@ static int gone_write(sl_shard *sh, uint64_t gone)
     return rc;
 }
 
-static int gone_read(const sl_shard *sh, uint64_t *gone)
+static int gone_read(sl_shard *sh, uint64_t *gone)
 {
     char *path, *buf = NULL;
     size_t len = 0;
@@ -861,7 +862,10 @@ static int gone_read(const sl_shard *sh, uint64_t *gone)
         return sl__err(SL_ENOMEM, "reading %s/GONE", sh->dir);
     if (sl__os_read_file(path, &buf, &len, 64) == 0) {
         if (len == 16 && sl__xxh3(buf, 8) == sl__ld64(buf + 8)) *gone = sl__ld64(buf);
-    } else if (errno != ENOENT && errno != EFBIG && errno != ENODATA) {
+        else sh->gone_unknown = true;
+    } else if (errno == EFBIG || errno == ENODATA) {
+        sh->gone_unknown = true;
+    } else if (errno != ENOENT) {
         /* missing or damaged means 0; unreadable is an error (taken for 0,
         ** positions in deleted records would no longer be trimmed) */
         rc = sl__errno(SL_EIO, errno, "reading %s", path);
@@ -1034,9 +1038,13 @@ uint64_t sl__shard_gone_seq(sl_shard *sh)
     int rc;
     pthread_mutex_lock(&sh->seglock);
     uint64_t gone = sh->gone_seq;
-    /* after a reopen: an oldest segment that is not the shard's first means
-    ** everything below it was deleted */
-    if (sh->nseg) {
+    /* Every deletion writes GONE first, so a missing GONE means nothing was
+    ** deleted.  (An oldest segment that is not the shard's first does not
+    ** tell: a dead writer's spare or half-made segment takes an ordinal that
+    ** no segment ever gets, and a shard's first segment may be number 2.)
+    ** Only a damaged GONE leaves the oldest segment to tell: everything
+    ** below it may have been deleted. */
+    if (sh->gone_unknown && sh->nseg) {
         while (sh->nseg && !sh->segs[0]->loaded && (rc = ensure_loaded(sh, 0)) == 0)
             ;
         if (sh->nseg && sh->segs[0]->ordinal > 1 && sh->segs[0]->first_seq > gone + 1 &&

@@ -685,6 +685,68 @@ static void leftover_removal_spares_rewrites(void **state)
     free(spare);
 }
 
+/* A dead writer's spare segment takes an ordinal that no segment ever gets:
+** a shard's first segment may be number 2.  Nothing was deleted (there is
+** no GONE), so its records are no trimmed ones: a TRIM_HORIZON reader,
+** opened before or after they came, reads them.  (Found by
+** test_crashmatrix: a consumer got SL_ETRIMMED, "the records after sequence
+** number 0 were deleted", on a stream without retention.) */
+static void first_segment_after_a_dead_spare(void **state)
+{
+    const char *root = *state;
+    tu_opts o = {.shards = 2};
+    sl_stream *s = tu_create(root, NAME, &o);
+    /* numbers issued elsewhere first (shard 1): the shard's first record
+    ** is not number 1 */
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    sl_put_entry e = {"k", "x", 1, "340282366920938463463374607431768211455"};
+    sl_put_result pr;
+    assert_int_equal(sl_producer_put(p, &e, &pr), 0);
+    assert_int_equal(pr.shard_index, 1);
+    sl_producer_close(p);
+    assert_int_equal(sl_stream_close(s), 0);
+    char *spare = tu_path("%s/%s/shardId-%012u/%016x.seg.spare", root, NAME, 0u, 1u);
+    int fd = open(spare, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    s = tu_open(root, NAME, NULL);
+    sl_iter *before;
+    assert_int_equal(sl_iter_open(&before, s, SHARD0, SL_ITER_TRIM_HORIZON, 0), 0);
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    e.explicit_hash_key = "0";
+    assert_int_equal(sl_producer_put(p, &e, &pr), 0);
+    assert_int_equal(pr.shard_index, 0);
+    uint64_t seq = pr.sequence;
+    assert_true(seq > 1);
+    sl_producer_close(p);
+    char *seg2 = tu_seg_path(root, NAME, 0, 2);
+    assert_int_equal(access(seg2, F_OK), 0);         /* the scenario: no segment 1 */
+    sl_record r;
+    sl_read_result res;
+    assert_int_equal(sl_iter_read(before, &r, 1, &res), 0);
+    assert_int_equal(res.count, 1);
+    assert_true(r.sequence == seq);
+    sl_iter_close(before);
+    for (int reopen = 0; reopen < 2; reopen++) {
+        if (reopen) {
+            assert_int_equal(sl_stream_close(s), 0);
+            s = tu_open(root, NAME, &o);
+        }
+        for (int type = SL_ITER_AT_SEQUENCE_NUMBER; type <= SL_ITER_TRIM_HORIZON; type += 2) {
+            sl_iter *it;
+            assert_int_equal(sl_iter_open(&it, s, SHARD0, (sl_iter_type)type, seq), 0);
+            assert_int_equal(sl_iter_read(it, &r, 1, &res), 0);
+            assert_int_equal(res.count, 1);
+            assert_true(r.sequence == seq);
+            sl_iter_close(it);
+        }
+    }
+    assert_int_equal(sl_stream_close(s), 0);
+    free(seg2);
+    free(spare);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +765,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(compacted_empty_segment_keeps_its_keys, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(leftover_removal_spares_rewrites, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(first_segment_after_a_dead_spare, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("shard", tests, NULL, NULL);
 }
