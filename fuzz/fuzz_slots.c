@@ -16,7 +16,8 @@
 **   CHECKPOINTS  the slot picked is valid for its shard and consumer id,
 **                and the newer one when both are;
 **   SEQ          accepted exactly when magic, version, stream id and
-**                checksum hold, with the fields as stored.
+**                checksum hold and the ceiling is at most SL_SEQ_LIMIT,
+**                with the fields as stored.
 ** Seeds: fuzz/corpus/slots/, written by make_corpus.c.
 */
 #include "fuzz.h"
@@ -85,7 +86,8 @@ static void seq(const uint8_t *slots)
             uint64_t gen = 7, ceil = 7;
             bool ok = sl__seq_slot_decode(b, ids[k], &gen, &ceil);
             bool want = sl__ld32(b) == 0x51534C53u && sl__ld32(b + 4) == 1 &&
-                        sl__ld64(b + 24) == ids[k] && sl__ld64(b + 56) == sl__xxh3(b, 56);
+                        sl__ld64(b + 24) == ids[k] && sl__ld64(b + 56) == sl__xxh3(b, 56) &&
+                        sl__ld64(b + 16) <= SL_SEQ_LIMIT;
             if (ok != want) fz_fail("SEQ slot %s against the format", ok ? "accepted" : "refused");
             if (ok && (gen != sl__ld64(b + 8) || ceil != sl__ld64(b + 16)))
                 fz_fail("SEQ slot decoded to other values");

@@ -143,11 +143,12 @@ static bool seq_slot_decode(const uint8_t b[64], uint64_t stream_id,
                             uint64_t *gen, uint64_t *ceiling)
 {
     if (sl__ld32(b) != SEQ_MAGIC || sl__ld32(b + 4) != 1 ||
-        sl__ld64(b + 56) != sl__xxh3(b, 56) || sl__ld64(b + 24) != stream_id)
+        sl__ld64(b + 56) != sl__xxh3(b, 56) || sl__ld64(b + 24) != stream_id ||
+        sl__ld64(b + 16) > SL_SEQ_LIMIT)
         return false;
     *gen = sl__ld64(b + 8);
     *ceiling = sl__ld64(b + 16);
-    return *ceiling <= SL_SEQ_LIMIT;
+    return true;
 }
 
 /* for fuzz/ (fuzz_slots.c): the SEQ slot decoder above */
