@@ -106,6 +106,15 @@ $(B)/tests/%: tests/%.c tests/testutil.h $(B)/libshardlog.a
 	@mkdir -p $(@D)
 	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog.a \
 	    $(TESTLIBS) $(LIBS)
+# test_faults fails the library's memory allocations too: it links a copy of
+# the archive whose calls to them go to its hooks (sl__fi_malloc, ...).
+FI_SYMS := malloc calloc realloc strdup aligned_alloc asprintf
+$(B)/libshardlog-fi.a: $(B)/libshardlog.a
+	objcopy $(foreach f,$(FI_SYMS),--redefine-sym $(f)=sl__fi_$(f)) $< $@
+$(B)/tests/test_faults: tests/test_faults.c tests/testutil.h $(B)/libshardlog-fi.a
+	@mkdir -p $(@D)
+	$(CC) $(XCFLAGS) $(CFLAGS) -Ilib $(LDFLAGS) -o $@ $< $(B)/libshardlog-fi.a \
+	    $(TESTLIBS) $(LIBS)
 # The CLI's test runs the built tool.
 $(B)/tests/test_cli: $(B)/shardlog
 $(B)/tests/test_cli: XCFLAGS += -DSHARDLOG_CLI='"$(abspath $(B)/shardlog)"' \

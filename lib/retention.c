@@ -429,11 +429,11 @@ static int compact_segment(sl_shard *sh, sl_seg *g, kmap *m, kdec *d, sl_maint_s
     char *tmp = sl__seg_path(sh->dir, g->ordinal);
     if (!tmp) return sl__err(SL_ENOMEM, "compacting %s", sh->id);
     char *stale;
-    if (asprintf(&stale, "%s.tmp", tmp) >= 0) {     /* a crashed rewrite's */
-        sl__os.unlink(stale);
-        free(stale);
-    }
+    int n = asprintf(&stale, "%s.tmp", tmp);
     free(tmp);
+    if (n < 0) return sl__err(SL_ENOMEM, "compacting %s", sh->id);
+    sl__os.unlink(stale);                           /* a crashed rewrite's */
+    free(stale);
     sl_seg *ng = NULL;
     if ((rc = sl__seg_prepare(&ng, &ctx, sh->dir, g->ordinal, bytes, false)) != 0) return rc;
     c.out = ng;

@@ -503,7 +503,8 @@ static void stream_free(sl_stream *s)
     syncer_stop(s);
     prep_stop(s);
     sl__journal_close(s, false);
-    for (size_t i = 0; i < s->nshards; i++) {
+    for (size_t i = 0; s->shards && i < s->nshards; i++) {   /* (an open may fail
+                                                              ** before they exist) */
         if (s->shards[i]) {
             sl__shard_destroy(s->shards[i]);
             free(s->shards[i]);

@@ -88,11 +88,11 @@
 
 enum {
     F_OPEN, F_CLOSE, F_PREAD, F_PWRITE, F_PWRITEV, F_FALLOCATE, F_FTRUNCATE, F_FSYNC,
-    F_FDATASYNC, F_MSYNC, F_RENAME, F_UNLINK, F_MKDIR, F_RMDIR, F_MMAP, F_MUNMAP, NF
+    F_FDATASYNC, F_MSYNC, F_RENAME, F_UNLINK, F_MKDIR, F_RMDIR, F_MMAP, F_MUNMAP, F_ALLOC, NF
 };
 static const char *const fn_name[NF] = {
     "open", "close", "pread", "pwrite", "pwritev", "fallocate", "ftruncate", "fsync",
-    "fdatasync", "msync", "rename", "unlink", "mkdir", "rmdir", "mmap", "munmap"};
+    "fdatasync", "msync", "rename", "unlink", "mkdir", "rmdir", "mmap", "munmap", "alloc"};
 
 typedef enum step_kind {
     K_CREATE, K_OPEN, K_CLOSE, K_PUT, K_BATCH, K_SYNC, K_PREPARE, K_SETTING, K_REGISTER,
@@ -163,7 +163,8 @@ static int errno_for(int fn, long k)
     case F_FALLOCATE: return ENOSPC;
     case F_RENAME: return k % 2 ? EIO : ENOSPC;
     case F_MKDIR: return k % 2 ? ENOSPC : EACCES;
-    case F_MMAP: return ENOMEM;
+    case F_MMAP:
+    case F_ALLOC: return ENOMEM;
     case F_MUNMAP: return EINVAL;
     default: return EIO;
     }
@@ -396,6 +397,48 @@ static int sh_munmap(void *a, size_t l)
         return -1;
     }
     return rc;
+}
+
+/* Memory allocation.  The library's calls to malloc, calloc, realloc,
+** strdup, aligned_alloc and asprintf come here: the Makefile links this
+** test with a copy of the archive whose references to them are renamed
+** (objcopy --redefine-sym malloc=sl__fi_malloc, ...).  Counted and failed
+** like the system calls, while the shim is installed. */
+static int sh_open(const char *path, int flags, mode_t mode);
+static bool alloc_fails(void) { return sl__os.open == sh_open && hit(F_ALLOC, "", -1, NULL); }
+
+void *sl__fi_malloc(size_t n);
+void *sl__fi_calloc(size_t n, size_t m);
+void *sl__fi_realloc(void *p, size_t n);
+char *sl__fi_strdup(const char *p);
+void *sl__fi_aligned_alloc(size_t a, size_t n);
+int sl__fi_asprintf(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void *sl__fi_malloc(size_t n) { return alloc_fails() ? (errno = ENOMEM, NULL) : malloc(n); }
+void *sl__fi_calloc(size_t n, size_t m)
+{
+    return alloc_fails() ? (errno = ENOMEM, NULL) : calloc(n, m);
+}
+void *sl__fi_realloc(void *p, size_t n)
+{
+    return alloc_fails() ? (errno = ENOMEM, NULL) : realloc(p, n);
+}
+char *sl__fi_strdup(const char *p) { return alloc_fails() ? (errno = ENOMEM, NULL) : strdup(p); }
+void *sl__fi_aligned_alloc(size_t a, size_t n)
+{
+    return alloc_fails() ? (errno = ENOMEM, NULL) : aligned_alloc(a, n);
+}
+int sl__fi_asprintf(char **out, const char *fmt, ...)
+{
+    if (alloc_fails()) {
+        errno = ENOMEM;
+        return -1;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(out, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 static void shim_install(int fn, long k)
