@@ -156,10 +156,11 @@ static int ensure_loaded(sl_shard *sh, size_t i)
     }
     sh->segs[i] = g;
     sl_seg *n = i + 1 < sh->nseg ? sh->segs[i + 1] : NULL;
-    if (n && n->loaded && g->count && n->count && g->last_seq >= n->first_seq) {
+    if (n && n->loaded && n->count && (g->count || g->last_seq) && g->last_seq >= n->first_seq) {
         /* numbers rise along the list (seeks binary-search it; the writer
         ** continues from the newest segment): one that reaches into the
-        ** next segment's is damaged or forged, its checksums notwithstanding,
+        ** next segment's -- by its records, or by the keys an empty one
+        ** carries -- is damaged or forged, its checksums notwithstanding,
         ** and is set aside like a damaged header */
         char why[128];
         snprintf(why, sizeof why,
@@ -511,6 +512,15 @@ int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target, sl_seg **seg_out,
         else below = g->last_seq < target;
         if (below) lo = mid + 1;
         else hi = mid;
+    }
+    /* an empty sealed segment holds no record to land on: the next one's
+    ** first is the place (its keys are carried, from the segment before it
+    ** or from records compaction removed -- or forged) */
+    while (rc == 0 && lo + 1 < sh->nseg) {
+        size_t before = sh->nseg;
+        if ((rc = ensure_loaded(sh, lo)) != 0 || sh->nseg != before) break;
+        if (sh->segs[lo]->count || !sl__seg_is_sealed(sh->segs[lo])) break;
+        lo++;
     }
     sl_seg *g = NULL;
     bool tip = lo >= sh->nseg;          /* every record is below the target */

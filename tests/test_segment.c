@@ -431,7 +431,7 @@ static void overlapping_older_segment_set_aside(void **state)
     static uint64_t seqs[40];
     seed(root, 40, 200, seqs);                       /* segment 1, active */
     /* segment 2 by hand: one record numbered inside segment 1's range */
-    tu_forge_segment(root, NAME, 2, seqs[20], (int64_t)time(NULL) * 1000, "forged");
+    tu_forge_segment(root, NAME, 0, 2, seqs[20], (int64_t)time(NULL) * 1000, "forged");
     char *seg1 = tu_seg_path(root, NAME, 0, 1);
     for (int writer = 0; writer < 2; writer++) {
         tu_reports rep = {0};
@@ -466,6 +466,38 @@ static void overlapping_older_segment_set_aside(void **state)
         assert_int_equal(sl_stream_close(s), 0);
     }
     free(seg1);
+}
+
+/* An empty sealed segment carries keys (the segment before it's, or those
+** of records compaction removed).  Keys that reach past the next segment's
+** records (forged: its checksums hold) must not hide them from a seek: the
+** record just put is found.  (Found by fuzz/fuzz_cold.c: an empty cold
+** segment with keys 2^61, then SL_EINVAL for the put's own number.) */
+static void empty_segment_keys_do_not_hide_records(void **state)
+{
+    const char *root = *state;
+    sl_stream *s = tu_create(root, NAME, NULL);
+    uint64_t id = s->man.stream_id;
+    assert_int_equal(sl_stream_close(s), 0);
+    int64_t now = (int64_t)time(NULL) * 1000;        /* (the stream's real clock) */
+    tu_forge_segment(root, NAME, id, 1, (uint64_t)1 << 61, now, NULL);
+    s = tu_open(root, NAME, NULL);
+    sl_producer *p;
+    assert_int_equal(sl_producer_open(&p, s), 0);
+    uint64_t seq = tu_put(p, "k", 0);
+    sl_producer_close(p);
+    assert_true(seq < (uint64_t)1 << 61);
+    for (int type = SL_ITER_AT_SEQUENCE_NUMBER; type <= SL_ITER_TRIM_HORIZON; type += 2) {
+        sl_iter *it;
+        assert_int_equal(sl_iter_open(&it, s, SHARD0, (sl_iter_type)type, seq), 0);
+        sl_record r;
+        sl_read_result res;
+        assert_int_equal(sl_iter_read(it, &r, 1, &res), 0);
+        assert_int_equal(res.count, 1);
+        assert_true(r.sequence == seq);
+        sl_iter_close(it);
+    }
+    assert_int_equal(sl_stream_close(s), 0);
 }
 
 /* Damage in the middle of the active segment (not at its tail) is not
@@ -664,6 +696,8 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(truncated_inside_index, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(overlapping_older_segment_set_aside, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(empty_segment_keys_do_not_hide_records, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(damage_inside_active_segment, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(full_disk_fault_hook, tu_setup, tu_teardown),

@@ -420,7 +420,7 @@ static void sequence_space_ends_loudly(void **state)
         sl_producer_close(p);
         assert_int_equal(sl_stream_close(s), 0);
         uint64_t forged = near ? SL_SEQ_LIMIT - 3 : UINT64_MAX - 66;
-        tu_forge_segment(root, name, 2, forged, now, "forged");
+        tu_forge_segment(root, name, 0, 2, forged, now, "forged");
         tu_reports rep = {0};
         tu_opts o = {.reports = &rep};
         s = tu_open(root, name, &o);

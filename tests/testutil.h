@@ -298,28 +298,40 @@ static TU_UNUSED char *tu_seg_path(const char *root, const char *name, uint32_t 
 }
 
 /* Forge segment `ordinal` of shard 0 of stream `name` by hand, with the
-** library's segment writer: one record (key "k") numbered seq, arriving at
-** ms, left active (as a crashed writer leaves its newest segment).  The
-** stream id comes from segment 1's header. */
-static TU_UNUSED void tu_forge_segment(const char *root, const char *name, uint64_t ordinal,
-                                       uint64_t seq, int64_t ms, const char *data)
+** library's segment writer: one record (key "k", `data`) numbered seq,
+** arriving at ms, left active (as a crashed writer leaves its newest
+** segment); or, with data NULL, an empty sealed segment carrying the keys
+** (seq, ms).  stream_id 0: segment 1's. */
+static TU_UNUSED void tu_forge_segment(const char *root, const char *name, uint64_t stream_id,
+                                       uint64_t ordinal, uint64_t seq, int64_t ms,
+                                       const char *data)
 {
-    char *seg1 = tu_seg_path(root, name, 0, 1);
     char *dir = tu_path("%s/%s/shardId-%012u", root, name, 0u);
-    int fd = open(seg1, O_RDONLY);
-    assert_true(fd >= 0);
-    uint8_t h[64];
-    assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
-    close(fd);
-    sl_segctx c = {.stream_id = sl__ld64(h + 40), .shard_index = 0,
+    if (!stream_id) {
+        char *seg1 = tu_seg_path(root, name, 0, 1);
+        int fd = open(seg1, O_RDONLY);
+        assert_true(fd >= 0);
+        uint8_t h[64];
+        assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+        close(fd);
+        stream_id = sl__ld64(h + 40);
+        free(seg1);
+    }
+    sl_segctx c = {.stream_id = stream_id, .shard_index = 0,
                    .shard_id = "shardId-000000000000", .now_ms = ms};
     sl_seg *g;
     assert_int_equal(sl__seg_create(&g, &c, dir, ordinal, SL_SEGMENT_BYTES_MIN), 0);
-    assert_int_equal(sl__seg_append(g, seq, ms, "k", 1, data, (uint32_t)strlen(data), NULL), 0);
-    sl__seg_publish(g);
+    if (data) {
+        assert_int_equal(sl__seg_append(g, seq, ms, "k", 1, data, (uint32_t)strlen(data), NULL),
+                         0);
+        sl__seg_publish(g);
+    } else {
+        g->first_seq = g->last_seq = seq;
+        g->first_ms = g->last_ms = ms;
+        assert_int_equal(sl__seg_seal(g, &c), 0);
+    }
     sl__seg_free(g);
     free(dir);
-    free(seg1);
 }
 
 
