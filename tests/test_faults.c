@@ -4,8 +4,10 @@
 **
 ** A counting shim wraps every function of the system-call table sl__os
 ** (lib/os.c): open, close, pread, pwrite, pwritev, fallocate, ftruncate,
-** fsync, fdatasync, msync, rename, unlink, mkdir, rmdir, mmap, munmap.
-** One run of the workload counts the calls per function; then, for each
+** fsync, fdatasync, msync, rename, unlink, mkdir, rmdir, mmap, munmap;
+** and the library's memory allocations ("alloc": malloc, calloc, realloc,
+** strdup, aligned_alloc, asprintf, renamed to hooks here in a copy of the
+** archive -- see sl__fi_malloc).  One run of the workload counts the calls per function; then, for each
 ** function F and each k in 1..count(F), the workload runs again in a fresh
 ** directory with the k-th call of F failing once, with a plausible errno:
 **   open       EACCES (odd k) or EMFILE (even k)
@@ -14,7 +16,7 @@
 **   fallocate  ENOSPC                 fsync, fdatasync, msync  EIO
 **   rename     EIO or ENOSPC          unlink, rmdir, pread      EIO
 **   mkdir      ENOSPC or EACCES       ftruncate                 EIO
-**   mmap       ENOMEM
+**   mmap       ENOMEM                 alloc                     ENOMEM (NULL)
 **   close      EIO after the descriptor is closed (Linux always frees it)
 **   munmap     EINVAL after the mapping is gone
 ** For every injection it checks:
@@ -62,10 +64,10 @@
 ** is sampled with an even, deterministic stride, and the test says so).
 ** SL_FAULT_ONLY=fn:k runs one injection, verbosely.
 **
-** What this does not cover: memory allocation failures (the library has
-** no allocator hook; malloc failures are handled at each call, but nothing
-** here makes them happen), and a real full disk (test_segment.c's
-** full_disk_real_tmpfs fills a 1 MiB tmpfs when run as root).
+** What this does not cover: allocations inside libcrypto, zstd and libc
+** (their failures reach the library as those libraries' errors), and a
+** real full disk (test_segment.c's full_disk_real_tmpfs fills a 1 MiB
+** tmpfs when run as root).
 */
 #include "testutil.h"
 
