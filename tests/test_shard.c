@@ -733,14 +733,8 @@ static void first_segment_after_a_dead_spare(void **state)
             assert_int_equal(sl_stream_close(s), 0);
             s = tu_open(root, NAME, &o);
         }
-        for (int type = SL_ITER_AT_SEQUENCE_NUMBER; type <= SL_ITER_TRIM_HORIZON; type += 2) {
-            sl_iter *it;
-            assert_int_equal(sl_iter_open(&it, s, SHARD0, (sl_iter_type)type, seq), 0);
-            assert_int_equal(sl_iter_read(it, &r, 1, &res), 0);
-            assert_int_equal(res.count, 1);
-            assert_true(r.sequence == seq);
-            sl_iter_close(it);
-        }
+        assert_true(tu_first_seq(s, SHARD0, SL_ITER_AT_SEQUENCE_NUMBER, seq) == seq);
+        assert_true(tu_first_seq(s, SHARD0, SL_ITER_TRIM_HORIZON, 0) == seq);
     }
     assert_int_equal(sl_stream_close(s), 0);
     free(seg2);

@@ -251,6 +251,21 @@ static TU_UNUSED void tu_read_all(sl_stream *s, tu_recs *out)
     sl_shard_list_free(l);
 }
 
+/* The sequence number of the first record an iterator of (type, arg)
+** reads in shard_id: there must be one. */
+static TU_UNUSED uint64_t tu_first_seq(sl_stream *s, const char *shard_id, sl_iter_type type,
+                                       uint64_t arg)
+{
+    sl_iter *it;
+    assert_int_equal(sl_iter_open(&it, s, shard_id, type, arg), 0);
+    sl_record r;
+    sl_read_result res;
+    assert_int_equal(sl_iter_read(it, &r, 1, &res), 0);
+    assert_int_equal(res.count, 1);
+    sl_iter_close(it);
+    return r.sequence;
+}
+
 static TU_UNUSED int tu_count_files(const char *dir, const char *suffix)
 {
     DIR *d = opendir(dir);
