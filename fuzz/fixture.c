@@ -501,7 +501,7 @@ bool fz_resign_cold(uint8_t *p, size_t n)
                 uint8_t *e = p + tab + 48ull * k;
                 uint64_t fo = sl__ld64(e + 16);
                 uint32_t rl = sl__ld32(e + 8), zl = sl__ld32(e + 12);
-                if (fo < SL_SEG_HDR || fo + zl > tab || rl > (1u << 20)) continue;
+                if (fo < SL_SEG_HDR || fo > tab || zl > tab - fo || rl > (1u << 20)) continue;
                 uint8_t *raw = malloc(rl + 1);
                 if (!raw) fz_fail("out of memory");
                 size_t got = ZSTD_decompress(raw, rl, p + fo, zl);
