@@ -134,6 +134,25 @@ static sl_seg *stub_new(sl_shard *sh, uint64_t ordinal)
 ** that last keys never decrease along the list (seeks binary-search it). */
 static int carry_into(sl_shard *sh, size_t i);
 
+/* The number of loaded segment n's first record, if it has one: a sealed
+** segment's summary, or an active one's first record as its commit tail
+** publishes it (the summary of an active segment is the writer's, and may
+** be mid-update in another thread). */
+static bool first_record_seq(sl_seg *n, uint64_t *seq)
+{
+    if (sl__seg_is_sealed(n) || !n->base) {   /* (unmapped: not a writer's active one) */
+        *seq = n->first_seq;
+        return n->count > 0;
+    }
+    uint64_t end = sl__seg_visible_end(n);
+    sl_recview v;
+    if (end <= SL_SEG_HDR ||
+        sl__rec_parse(n->base + SL_SEG_HDR, end - SL_SEG_HDR, false, &v) != SL_REC_OK)
+        return false;
+    *seq = v.seq;
+    return true;
+}
+
 /* Make segs[i] loaded (caller holds seglock).  On return segs[i] may be
 ** another segment (the stub was unusable and left the list): callers
 ** re-read the list.  Hard errors (an unknown format version) are returned. */
@@ -156,7 +175,9 @@ static int ensure_loaded(sl_shard *sh, size_t i)
     }
     sh->segs[i] = g;
     sl_seg *n = i + 1 < sh->nseg ? sh->segs[i + 1] : NULL;
-    if (n && n->loaded && n->count && (g->count || g->last_seq) && g->last_seq >= n->first_seq) {
+    uint64_t nf;
+    if (n && n->loaded && (g->count || g->last_seq) && first_record_seq(n, &nf) &&
+        g->last_seq >= nf) {
         /* numbers rise along the list (seeks binary-search it; the writer
         ** continues from the newest segment): one that reaches into the
         ** next segment's -- by its records, or by the keys an empty one
@@ -165,7 +186,7 @@ static int ensure_loaded(sl_shard *sh, size_t i)
         char why[128];
         snprintf(why, sizeof why,
                  "sequence numbers up to %" PRIu64 " reach into the next segment's (from %" PRIu64
-                 ")", g->last_seq, n->first_seq);
+                 ")", g->last_seq, nf);
         sl__seg_quarantine(&c, g->path, !sh->s->readonly, why);
         sl__seg_free(g);
         memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
