@@ -540,7 +540,7 @@ int sl__shard_seek(sl_shard *sh, bool by_ms, uint64_t target, sl_seg **seg_out,
     while (rc == 0 && lo + 1 < sh->nseg) {
         size_t before = sh->nseg;
         if ((rc = ensure_loaded(sh, lo)) != 0 || sh->nseg != before) break;
-        if (sh->segs[lo]->count || !sl__seg_is_sealed(sh->segs[lo])) break;
+        if (!sl__seg_is_sealed(sh->segs[lo]) || sh->segs[lo]->count) break;
         lo++;
     }
     sl_seg *g = NULL;
