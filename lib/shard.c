@@ -167,16 +167,9 @@ static int ensure_loaded(sl_shard *sh, size_t i)
     if (rc) return rc;
     bool durable = stub->durable;
     sl__seg_free(stub);
-    if (g) g->durable |= durable;
-    if (!g) {                                       /* unusable: drop it */
-        memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
-        sh->nseg--;
-        return 0;
-    }
-    sh->segs[i] = g;
     sl_seg *n = i + 1 < sh->nseg ? sh->segs[i + 1] : NULL;
     uint64_t nf;
-    if (n && n->loaded && (g->count || g->last_seq) && first_record_seq(n, &nf) &&
+    if (g && n && n->loaded && (g->count || g->last_seq) && first_record_seq(n, &nf) &&
         g->last_seq >= nf) {
         /* numbers rise along the list (seeks binary-search it; the writer
         ** continues from the newest segment): one that reaches into the
@@ -189,10 +182,15 @@ static int ensure_loaded(sl_shard *sh, size_t i)
                  ")", g->last_seq, nf);
         sl__seg_quarantine(&c, g->path, !sh->s->readonly, why);
         sl__seg_free(g);
+        g = NULL;
+    }
+    if (!g) {                                       /* unusable: drop it */
         memmove(&sh->segs[i], &sh->segs[i + 1], (sh->nseg - i - 1) * sizeof *sh->segs);
         sh->nseg--;
         return 0;
     }
+    g->durable |= durable;
+    sh->segs[i] = g;
     return g->count || !sl__seg_is_sealed(g) ? 0 : carry_into(sh, i);
 }
 
@@ -247,12 +245,14 @@ static int load_all(sl_shard *sh)
     return 0;
 }
 
+#define SEG_NAME_LEN 20                 /* "<16 hex>.seg" */
+
 static bool parse_seg_name(const char *name, uint64_t *ord, bool *corrupt,
                            bool *tmp)
 {
     size_t n = strlen(name);
-    if (n < 20 || memcmp(name + 16, ".seg", 4) != 0) return false;
-    const char *rest = name + 20;
+    if (n < SEG_NAME_LEN || memcmp(name + 16, ".seg", 4) != 0) return false;
+    const char *rest = name + SEG_NAME_LEN;
     *corrupt = !strcmp(rest, ".corrupt");
     *tmp = !strcmp(rest, ".tmp") || !strcmp(rest, ".spare") || !strcmp(rest, ".rw");
     if (*rest && !*corrupt && !*tmp) return false;
@@ -751,7 +751,7 @@ static void remove_leftovers(sl_shard *sh)
             ** right now: left to the next rewrite of that segment, which
             ** removes a stale one first (or to a later open, once the
             ** segment is deleted) */
-            size_t seg_len = strlen(p) - strlen(e->d_name) + 20;
+            size_t seg_len = strlen(p) - strlen(e->d_name) + SEG_NAME_LEN;
             char c = p[seg_len];
             p[seg_len] = '\0';
             bool live = access(p, F_OK) == 0;

@@ -345,41 +345,18 @@ static int sh_msync(void *a, size_t l, int fl)
     return skip_sync() ? 0 : msync(a, l, fl);
 }
 
+/* The calls named by a path: counted by it, failed before they happen. */
+#define PATH_CALL(fn, path, call) (hit(fn, path, -1, NULL) ? (errno = F.err, -1) : (call))
 static int sh_rename(const char *from, const char *to)
 {
-    if (hit(F_RENAME, from, -1, NULL)) {
-        errno = F.err;
-        return -1;
-    }
-    return rename(from, to);
+    return PATH_CALL(F_RENAME, from, rename(from, to));
 }
-
-static int sh_unlink(const char *path)
-{
-    if (hit(F_UNLINK, path, -1, NULL)) {
-        errno = F.err;
-        return -1;
-    }
-    return unlink(path);
-}
-
+static int sh_unlink(const char *path) { return PATH_CALL(F_UNLINK, path, unlink(path)); }
 static int sh_mkdir(const char *path, mode_t mode)
 {
-    if (hit(F_MKDIR, path, -1, NULL)) {
-        errno = F.err;
-        return -1;
-    }
-    return mkdir(path, mode);
+    return PATH_CALL(F_MKDIR, path, mkdir(path, mode));
 }
-
-static int sh_rmdir(const char *path)
-{
-    if (hit(F_RMDIR, path, -1, NULL)) {
-        errno = F.err;
-        return -1;
-    }
-    return rmdir(path);
-}
+static int sh_rmdir(const char *path) { return PATH_CALL(F_RMDIR, path, rmdir(path)); }
 
 static void *sh_mmap(void *a, size_t l, int prot, int fl, int fd, off_t off)
 {
