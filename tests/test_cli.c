@@ -575,16 +575,18 @@ static void json_output_parses(void **state)
     run_free(&r);
 }
 
-/* Base64 with an '=' anywhere but as padding at the end is refused, in
-** put-records' Data and in --data-base64, and nothing is written (the
-** decoder took such an '=' as zero bits; found by fuzz/fuzz_jsonl.c). */
+/* Base64 with an '=' anywhere but as padding at the end, or with blanks
+** before or inside it, is refused, in put-records' Data and in
+** --data-base64, and nothing is written (the decoder took such an '=' as
+** zero bits and skipped leading blanks; found by fuzz/fuzz_jsonl.c). */
 static void misplaced_base64_padding_refused(void **state)
 {
     const char *root = *state;
     run_out r = RUN(root, NULL, "create-stream", "--stream-name", "b64");
     expect_ok(&r);
     run_free(&r);
-    static const char *const bad[] = {"AA=A", "=AAA", "YQ==YQ==", "Y===", "jGW=tGQ="};
+    static const char *const bad[] = {"AA=A", "=AAA", "YQ==YQ==", "Y===", "jGW=tGQ=",
+                                      "    YWJj", "YW  YWJj"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char line[128];
         snprintf(line, sizeof line, "{\"PartitionKey\":\"k\",\"Data\":\"%s\"}\n", bad[i]);

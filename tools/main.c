@@ -308,10 +308,17 @@ int b64_decode(const char *s, unsigned char **out, size_t *n)
     size_t len = strlen(s);
     while (len && (s[len - 1] == '\n' || s[len - 1] == ' ')) len--;
     if (len % 4 || len > INT_MAX) return -1;
-    /* '=' only as padding at the end ("xx==", "xxx="): EVP_DecodeBlock
-    ** takes an '=' anywhere as zero bits, so "AA=A" would decode */
-    const char *eq = memchr(s, '=', len);
-    if (eq && (eq < s + len - 2 || (eq == s + len - 2 && s[len - 1] != '='))) return -1;
+    /* the alphabet only, and '=' only as padding at the end ("xx==",
+    ** "xxx="): EVP_DecodeBlock skips leading blanks and takes an '='
+    ** anywhere as zero bits, so "    AAAA" and "AA=A" would decode */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '+' || c == '/')
+            continue;
+        if (c == '=' && i + 2 >= len && s[len - 1] == '=') continue;
+        return -1;
+    }
     unsigned char *buf = malloc(len / 4 * 3 + 1);
     if (!buf) return -1;
     int got = len ? EVP_DecodeBlock(buf, (const unsigned char *)s, (int)len) : 0;
